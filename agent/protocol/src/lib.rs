@@ -1,0 +1,1 @@
+//! The ttrpc API between the Cloister runtime and its guest agent.

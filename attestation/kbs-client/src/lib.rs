@@ -1,0 +1,1 @@
+//! KBS client: the RCAR flow used by the agent and the CLI.

@@ -1,0 +1,1 @@
+//! Evidence decoders and verifiers (Arm CCA, SEV-SNP, TDX, sim), appraisal to EAR.

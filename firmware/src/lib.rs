@@ -1,0 +1,1 @@
+//! Guest assets: the kernel manifest, module selection and the reproducible initramfs builder.

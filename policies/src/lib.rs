@@ -1,0 +1,1 @@
+//! Rego policy engine (regorus) and Cloister's shipped policies.

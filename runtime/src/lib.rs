@@ -1,0 +1,1 @@
+//! Host side of Cloister: sandbox lifecycle, hypervisor drivers and the agent client.

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs the system packages Cloister needs on Debian 12 (bookworm).
+# Enables bookworm-backports by adding the suite to the machine's existing
+# apt source, then installs QEMU 10.x from backports and the tools the tests use.
+set -euo pipefail
+
+SRC=/etc/apt/sources.list.d/debian.sources
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
+
+if [ -f "$SRC" ] && ! grep -qE '^Suites:.*bookworm-backports' "$SRC"; then
+    # Append the suite to the first Suites: line that lists plain "bookworm".
+    $SUDO sed -i -E '0,/^Suites:(.*\bbookworm\b.*)$/s//Suites:\1 bookworm-backports/' "$SRC"
+fi
+
+stamp=/var/lib/apt/periodic/cloister-update-stamp
+if [ ! -f "$stamp" ] || [ -n "$(find "$stamp" -mmin +360 2>/dev/null)" ] \
+    || ! apt-cache policy qemu-system-x86 2>/dev/null | grep -q bookworm-backports; then
+    $SUDO apt-get update -qq
+    $SUDO mkdir -p "$(dirname "$stamp")" && $SUDO touch "$stamp"
+fi
+
+PKGS_BPO=(qemu-system-x86 qemu-utils)
+PKGS=(busybox-static cpio e2fsprogs python3-cryptography python3-jwcrypto protobuf-compiler
+      ovmf containerd runc skopeo umoci docker-registry procps iproute2 jq)
+
+need=()
+for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
+if [ ${#need[@]} -gt 0 ]; then
+    $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+if ! qemu-system-x86_64 --version 2>/dev/null | grep -qE 'version (1[0-9])\.'; then
+    $SUDO apt-get install -y -qq --no-install-recommends -t bookworm-backports "${PKGS_BPO[@]}"
+fi
+qemu-system-x86_64 --version | head -1

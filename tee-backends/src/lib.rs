@@ -1,0 +1,1 @@
+//! TEE backends (Arm CCA, SEV-SNP, TDX, sim) behind one trait, and guest attesters.
