@@ -1,1 +1,199 @@
-//! TEE backends (Arm CCA, SEV-SNP, TDX, sim) behind one trait, and guest attesters.
+//! TEE backends behind one trait: the host side turns a [`Launch`] into
+//! hypervisor settings and predicts reference values; the guest side
+//! produces evidence for a 64-byte report_data. Backends: `none` (no TEE),
+//! `sim` (a software RMM on the host), Arm CCA, AMD SEV-SNP and Intel TDX.
+//!
+//! This crate is not a hypervisor driver: it describes what a launch needs and
+//! leaves starting the VM to `cloister-runtime`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// The TEE a sandbox runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TeeKind {
+    /// No TEE: a plain VM, for development and non-confidential workloads.
+    None,
+    /// The software TEE: real CCA formats, host-signed evidence.
+    Sim,
+    /// Arm CCA Realm.
+    Cca,
+    /// AMD SEV-SNP.
+    Snp,
+    /// Intel TDX.
+    Tdx,
+}
+
+impl TeeKind {
+    /// The name used on the command line and in configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TeeKind::None => "none",
+            TeeKind::Sim => "sim",
+            TeeKind::Cca => "cca",
+            TeeKind::Snp => "snp",
+            TeeKind::Tdx => "tdx",
+        }
+    }
+}
+
+impl fmt::Display for TeeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An unknown TEE name.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown TEE {0:?}: expected one of none, sim, cca, snp, tdx")]
+pub struct UnknownTee(pub String);
+
+impl FromStr for TeeKind {
+    type Err = UnknownTee;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "none" => Ok(TeeKind::None),
+            "sim" => Ok(TeeKind::Sim),
+            "cca" => Ok(TeeKind::Cca),
+            "snp" => Ok(TeeKind::Snp),
+            "tdx" => Ok(TeeKind::Tdx),
+            other => Err(UnknownTee(other.to_owned())),
+        }
+    }
+}
+
+/// Everything that determines what a guest is at launch, and so what it
+/// measures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Launch {
+    /// Guest kernel image handed to the hypervisor.
+    pub kernel: PathBuf,
+    /// Initramfs handed to the hypervisor.
+    pub initramfs: PathBuf,
+    /// Kernel command line.
+    pub cmdline: String,
+    /// Number of vCPUs.
+    pub vcpus: u32,
+    /// Guest memory in MiB.
+    pub memory_mib: u32,
+    /// Initdata document (TOML), if any. Its digest is bound into the TEE.
+    pub initdata: Option<Vec<u8>>,
+    /// Guest firmware (OVMF/TDVF) where the TEE needs one.
+    pub firmware: Option<PathBuf>,
+}
+
+/// QEMU settings a backend adds to a launch. The runtime merges these into
+/// its own command line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QemuSettings {
+    /// Properties appended to `-machine` (e.g. `confidential-guest-support=tee0`).
+    pub machine_props: Vec<String>,
+    /// `-object` values (e.g. `sev-snp-guest,id=tee0,...`).
+    pub objects: Vec<String>,
+    /// If set, guest RAM must come from this memory backend object, given as
+    /// an `-object` value whose id the runtime passes as `memory-backend=`.
+    pub memory_backend: Option<String>,
+    /// Further raw arguments (devices, chardevs, `-bios`).
+    pub extra_args: Vec<String>,
+    /// Words appended to the kernel command line.
+    pub cmdline_extra: Vec<String>,
+}
+
+/// A launch prepared by a backend: QEMU settings plus whatever host-side
+/// service must live as long as the sandbox (dropped at teardown).
+pub struct Prepared {
+    /// Settings to merge into the QEMU command line.
+    pub qemu: QemuSettings,
+    /// Keeps host-side services (e.g. the sim RMM) alive; dropping it stops them.
+    pub guard: Option<Box<dyn Send>>,
+}
+
+impl fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Prepared")
+            .field("qemu", &self.qemu)
+            .field("guard", &self.guard.is_some())
+            .finish()
+    }
+}
+
+/// Why a backend could not prepare a launch.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    /// The host cannot launch this TEE.
+    #[error("this host cannot launch {tee} guests: {reason}")]
+    Unsupported {
+        /// The TEE asked for.
+        tee: TeeKind,
+        /// Why not, and what would fix it.
+        reason: String,
+    },
+    /// A launch input was unusable.
+    #[error("invalid launch: {0}")]
+    InvalidLaunch(String),
+    /// Setting up a host-side service failed.
+    #[error("setting up the {tee} host service")]
+    HostService {
+        /// The TEE.
+        tee: TeeKind,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The host side of a TEE backend, as the sandbox runtime uses it.
+pub trait HostBackend: Send + Sync {
+    /// Which TEE this is.
+    fn kind(&self) -> TeeKind;
+
+    /// Turns a launch into QEMU settings. `state_dir` is the sandbox's private
+    /// directory, where the backend may create sockets.
+    fn prepare(&self, launch: &Launch, state_dir: &Path) -> Result<Prepared, PrepareError>;
+}
+
+/// The `none` backend: a plain VM with nothing added.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoTee;
+
+impl HostBackend for NoTee {
+    fn kind(&self) -> TeeKind {
+        TeeKind::None
+    }
+
+    fn prepare(&self, _launch: &Launch, _state_dir: &Path) -> Result<Prepared, PrepareError> {
+        Ok(Prepared {
+            qemu: QemuSettings::default(),
+            guard: None,
+        })
+    }
+}
+
+/// One host capability check, as `cloister check` prints it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostProbe {
+    /// What was checked.
+    pub name: String,
+    /// Whether it passed.
+    pub ok: bool,
+    /// What was found.
+    pub detail: String,
+    /// How to fix it when it failed.
+    pub fix: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tee_names_round_trip() {
+        for tee in [TeeKind::None, TeeKind::Sim, TeeKind::Cca, TeeKind::Snp, TeeKind::Tdx] {
+            assert_eq!(tee.as_str().parse::<TeeKind>().unwrap(), tee);
+        }
+        let err = "sgx".parse::<TeeKind>().unwrap_err();
+        assert!(err.to_string().contains("sgx"));
+    }
+}
