@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs Cloister's whole test suite on a fresh Debian 12 machine:
+# installs system packages, builds the agent, CLI and guest assets, checks
+# formatting and lints, then runs every test (unit, crate and end-to-end).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+
+bash scripts/install-deps.sh
+cargo fmt --all -- --check
+build_all
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace --no-fail-fast
