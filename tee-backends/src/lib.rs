@@ -4,7 +4,19 @@
 //! `sim` (a software RMM on the host), Arm CCA, AMD SEV-SNP and Intel TDX.
 //!
 //! This crate is not a hypervisor driver: it describes what a launch needs and
-//! leaves starting the VM to `cloister-runtime`.
+//! leaves starting the VM to `cloister-runtime`. It does not verify evidence
+//! either (that is `cloister-attestation`).
+//!
+//! The guest side ([`guest`], [`evidence`], [`initdata`], [`simproto`]) is
+//! always built and stays light for the static agent. Host-only parts (QEMU
+//! backends, the sim RMM, reference values, host probes) need feature `host`.
+
+pub mod evidence;
+pub mod guest;
+pub mod initdata;
+pub mod simproto;
+
+pub use guest::{detect, AttestError, Attester};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -190,7 +202,13 @@ mod tests {
 
     #[test]
     fn tee_names_round_trip() {
-        for tee in [TeeKind::None, TeeKind::Sim, TeeKind::Cca, TeeKind::Snp, TeeKind::Tdx] {
+        for tee in [
+            TeeKind::None,
+            TeeKind::Sim,
+            TeeKind::Cca,
+            TeeKind::Snp,
+            TeeKind::Tdx,
+        ] {
             assert_eq!(tee.as_str().parse::<TeeKind>().unwrap(), tee);
         }
         let err = "sgx".parse::<TeeKind>().unwrap_err();
