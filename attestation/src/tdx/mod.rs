@@ -1,0 +1,1 @@
+//! Intel TDX evidence: DCAP quotes v4/v5 (work in progress).
