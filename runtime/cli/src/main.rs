@@ -3,6 +3,8 @@
 
 use clap::{Parser, Subcommand};
 
+mod cmd_assets;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "cloister",
@@ -15,9 +17,14 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Build or inspect the guest assets (kernel, initramfs, manifest).
+    Assets(cmd_assets::AssetsArgs),
+}
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    match cli.command {}
+    match cli.command {
+        Command::Assets(a) => cmd_assets::run(a),
+    }
 }
