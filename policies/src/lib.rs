@@ -1,1 +1,197 @@
-//! Rego policy engine (regorus) and Cloister's shipped policies.
+//! Rego policy engine for Cloister: a small wrapper over `regorus` that loads
+//! a policy once and evaluates one rule against JSON input, plus the Rego
+//! policies Cloister ships (the attestation appraisal policy).
+//!
+//! It is not a policy generator nor an agent-side request filter by itself;
+//! callers decide which rule to query and what the result means.
+
+use std::fmt;
+
+/// The attestation appraisal policy shipped with Cloister
+/// (`policies/rego/appraisal.rego`): maps verifier checks to an AR4SI
+/// trust vector. Package `cloister.appraisal`, rule `result`.
+pub const APPRAISAL_POLICY: &str = include_str!("../rego/appraisal.rego");
+
+/// Query that yields the appraisal result of [`APPRAISAL_POLICY`].
+pub const APPRAISAL_QUERY: &str = "data.cloister.appraisal.result";
+
+/// Errors of the policy engine.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// The Rego text did not parse or compile.
+    #[error("policy {name} does not compile: {reason}")]
+    Compile { name: String, reason: String },
+    /// Input or data was not valid JSON for the engine.
+    #[error("policy input is not usable: {0}")]
+    Input(String),
+    /// Evaluation failed (runtime error in a rule).
+    #[error("evaluating {query} failed: {reason}")]
+    Eval { query: String, reason: String },
+    /// The rule is undefined for this input.
+    #[error("{0} is undefined for this input")]
+    Undefined(String),
+}
+
+/// A compiled policy ready for evaluation. Cloning is cheap; every
+/// evaluation works on its own clone so the policy stays reusable.
+#[derive(Clone)]
+pub struct Policy {
+    engine: regorus::Engine,
+    name: String,
+}
+
+impl fmt::Debug for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Policy").field("name", &self.name).finish()
+    }
+}
+
+impl Policy {
+    /// Compile a policy from Rego text. `name` is used in error messages.
+    pub fn new(name: &str, rego: &str) -> Result<Self, PolicyError> {
+        let mut engine = regorus::Engine::new();
+        engine
+            .add_policy(name.to_string(), rego.to_string())
+            .map_err(|e| PolicyError::Compile {
+                name: name.to_string(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
+            engine,
+            name: name.to_string(),
+        })
+    }
+
+    /// The shipped attestation appraisal policy.
+    pub fn appraisal() -> Result<Self, PolicyError> {
+        Self::new("appraisal.rego", APPRAISAL_POLICY)
+    }
+
+    /// Name given at construction.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Evaluate `query` (e.g. `data.pkg.rule`) with `input` and optional
+    /// extra `data`, returning the value as JSON.
+    pub fn eval(
+        &self,
+        query: &str,
+        input: &serde_json::Value,
+        data: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value, PolicyError> {
+        let mut engine = self.engine.clone();
+        let input = regorus::Value::from_json_str(&input.to_string())
+            .map_err(|e| PolicyError::Input(e.to_string()))?;
+        engine.set_input(input);
+        if let Some(data) = data {
+            let data = regorus::Value::from_json_str(&data.to_string())
+                .map_err(|e| PolicyError::Input(e.to_string()))?;
+            engine
+                .add_data(data)
+                .map_err(|e| PolicyError::Input(e.to_string()))?;
+        }
+        let value = engine
+            .eval_rule(query.to_string())
+            .map_err(|e| PolicyError::Eval {
+                query: query.to_string(),
+                reason: e.to_string(),
+            })?;
+        if value == regorus::Value::Undefined {
+            return Err(PolicyError::Undefined(query.to_string()));
+        }
+        let text = value.to_json_str().map_err(|e| PolicyError::Eval {
+            query: query.to_string(),
+            reason: e.to_string(),
+        })?;
+        serde_json::from_str(&text).map_err(|e| PolicyError::Eval {
+            query: query.to_string(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn compile_error_is_reported_with_name() {
+        let err = Policy::new("bad.rego", "package x\nallow { ").unwrap_err();
+        assert!(err.to_string().contains("bad.rego"), "{err}");
+    }
+
+    #[test]
+    fn undefined_rule_is_an_error() {
+        let p = Policy::new("p.rego", "package x\nallow if input.a == 1\n").unwrap();
+        let err = p.eval("data.x.allow", &json!({"a": 2}), None).unwrap_err();
+        assert!(matches!(err, PolicyError::Undefined(_)), "{err}");
+        assert_eq!(
+            p.eval("data.x.allow", &json!({"a": 1}), None).unwrap(),
+            json!(true)
+        );
+    }
+
+    fn check(category: &str, ok: bool) -> serde_json::Value {
+        json!({"claim": "c", "category": category, "ok": ok, "expected": "e", "found": "f"})
+    }
+
+    fn all_ok() -> Vec<serde_json::Value> {
+        [
+            "signature",
+            "trust-anchor",
+            "binding",
+            "freshness",
+            "executables",
+            "configuration",
+            "hardware",
+            "init-data",
+        ]
+        .iter()
+        .map(|c| check(c, true))
+        .collect()
+    }
+
+    #[test]
+    fn appraisal_table() {
+        let p = Policy::appraisal().unwrap();
+        // (checks mutation, simulated, allow_simulated, expected status)
+        let cases: Vec<(Option<&str>, bool, bool, &str)> = vec![
+            (None, false, false, "affirming"),
+            (None, true, false, "contraindicated"),
+            (None, true, true, "warning"),
+            (Some("signature"), false, false, "contraindicated"),
+            (Some("trust-anchor"), false, false, "contraindicated"),
+            (Some("binding"), false, false, "contraindicated"),
+            (Some("freshness"), false, false, "contraindicated"),
+            (Some("executables"), false, false, "warning"),
+            (Some("configuration"), false, false, "warning"),
+            (Some("hardware"), false, false, "contraindicated"),
+            (Some("init-data"), false, false, "contraindicated"),
+        ];
+        for (fail, sim, allow, want) in cases {
+            let mut checks = all_ok();
+            if let Some(f) = fail {
+                checks.push(check(f, false));
+            }
+            let input = json!({"checks": checks, "simulated": sim, "allow_simulated": allow});
+            let out = p.eval(APPRAISAL_QUERY, &input, None).unwrap();
+            assert_eq!(out["status"], json!(want), "fail={fail:?} sim={sim}: {out}");
+        }
+    }
+
+    #[test]
+    fn no_reference_values_gives_warning_on_executables() {
+        let p = Policy::appraisal().unwrap();
+        let checks: Vec<_> = ["signature", "trust-anchor", "binding", "freshness"]
+            .iter()
+            .map(|c| check(c, true))
+            .collect();
+        let input = json!({"checks": checks, "simulated": false, "allow_simulated": false});
+        let out = p.eval(APPRAISAL_QUERY, &input, None).unwrap();
+        assert_eq!(out["trust_vector"]["executables"], json!(33), "{out}");
+        assert_eq!(out["status"], json!("warning"), "{out}");
+    }
+}
