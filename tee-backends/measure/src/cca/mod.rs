@@ -416,6 +416,71 @@ impl RealmParams {
     }
 }
 
+/// Realm features as a VMM user states them (counts and bit lengths),
+/// turned into the RMI encoding of [`RealmParams`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RealmFeatures {
+    /// IPA width in bits.
+    pub ipa_bits: u8,
+    /// Request LPA2.
+    pub lpa2: bool,
+    /// SVE vector length in bits (128..=2048, power of two), 0 = no SVE.
+    pub sve_vl_bits: u16,
+    /// Number of breakpoints (2..=16).
+    pub num_bps: u8,
+    /// Number of watchpoints (2..=16).
+    pub num_wps: u8,
+    /// PMU with this many counters, or no PMU.
+    pub pmu_counters: Option<u8>,
+    /// Measurement algorithm.
+    pub hash_algo: HashAlgo,
+}
+
+impl RealmFeatures {
+    /// The `RmiRealmParams` encoding (counts minus one, VQ minus one, flags).
+    pub fn to_params(&self) -> Result<RealmParams, CcaError> {
+        let bad = |name, value: u64, expected| CcaError::Param {
+            name,
+            value,
+            expected,
+        };
+        let sve = self.sve_vl_bits != 0;
+        if sve && !(self.sve_vl_bits.is_power_of_two() && (128..=2048).contains(&self.sve_vl_bits))
+        {
+            return Err(bad(
+                "sve_vl_bits",
+                self.sve_vl_bits.into(),
+                "0, or a power of two in 128..=2048",
+            ));
+        }
+        if !(2..=16).contains(&self.num_bps) {
+            return Err(bad("num_bps", self.num_bps.into(), "2..=16"));
+        }
+        if !(2..=16).contains(&self.num_wps) {
+            return Err(bad("num_wps", self.num_wps.into(), "2..=16"));
+        }
+        let p = RealmParams {
+            flags: RealmFlags {
+                lpa2: self.lpa2,
+                sve,
+                pmu: self.pmu_counters.is_some(),
+            },
+            s2sz: self.ipa_bits,
+            sve_vl: if sve {
+                (self.sve_vl_bits / 128 - 1) as u8
+            } else {
+                0
+            },
+            num_bps: self.num_bps - 1,
+            num_wps: self.num_wps - 1,
+            pmu_num_ctrs: self.pmu_counters.unwrap_or(0),
+            hash_algo: self.hash_algo,
+        };
+        p.validate()?;
+        Ok(p)
+    }
+}
+
 /// The measured REC entry state (`RmiRecParams`: flags, PC, X0–X7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RecParams {
