@@ -4,6 +4,11 @@
 use clap::{Parser, Subcommand};
 
 mod cmd_assets;
+mod cmd_bench;
+mod cmd_check;
+mod cmd_ps;
+mod cmd_run;
+mod cmd_verify;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -18,13 +23,28 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Verify and appraise attestation evidence; print the EAR claims as JSON.
+    Verify(cmd_verify::VerifyArgs),
     /// Build or inspect the guest assets (kernel, initramfs, manifest).
     Assets(cmd_assets::AssetsArgs),
+    /// Check this host: QEMU, accelerator, assets, agent channel, runtime dir.
+    Check(cmd_check::CheckArgs),
+    /// Run a command in a new sandbox and tear it down when it exits.
+    Run(cmd_run::RunArgs),
+    /// List running sandboxes.
+    Ps(cmd_ps::PsArgs),
+    /// Benchmarks (sandbox boot).
+    Bench(cmd_bench::BenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Verify(a) => cmd_verify::run(a),
         Command::Assets(a) => cmd_assets::run(a),
+        Command::Check(a) => cmd_check::run(a),
+        Command::Run(a) => cmd_run::run(a),
+        Command::Ps(a) => cmd_ps::run(a),
+        Command::Bench(a) => cmd_bench::run(a),
     }
 }

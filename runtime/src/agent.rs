@@ -1,0 +1,455 @@
+//! The host's ttrpc client of the guest agent, over the virtio-serial socket
+//! or vsock, with deadlines on everything that waits for the guest.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use cloister_protocol::agent as pb;
+use cloister_protocol::agent_ttrpc::AgentServiceClient;
+use cloister_protocol::health;
+use cloister_protocol::health_ttrpc::HealthClient;
+use cloister_protocol::ttrpc;
+
+use crate::hypervisor::AgentTransport;
+
+/// Why talking to the agent failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The host end of the channel could not be opened in time.
+    #[error("cannot connect to the agent at {}", path.display())]
+    Connect {
+        /// Socket path or vsock address.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The agent did not answer in time.
+    #[error("the agent did not answer {what} within {}s", after.as_secs_f32())]
+    Timeout {
+        /// The request.
+        what: &'static str,
+        /// The deadline.
+        after: Duration,
+    },
+    /// The agent answered with an error.
+    #[error("agent {what} failed: {message}")]
+    Rpc {
+        /// The request.
+        what: &'static str,
+        /// What the agent (or the transport) said.
+        message: String,
+    },
+    /// The agent reports it is not serving.
+    #[error("the agent reports status {0:?}, expected SERVING")]
+    NotServing(String),
+    /// Incompatible API.
+    #[error(transparent)]
+    Version(#[from] cloister_protocol::VersionError),
+}
+
+fn rpc_err(what: &'static str, e: ttrpc::Error) -> AgentError {
+    let message = match e {
+        ttrpc::Error::RpcStatus(s) => format!("{:?}: {}", s.code(), s.message()),
+        other => other.to_string(),
+    };
+    AgentError::Rpc { what, message }
+}
+
+/// A connected agent.
+#[derive(Clone)]
+pub struct AgentClient {
+    health: HealthClient,
+    agent: AgentServiceClient,
+}
+
+impl std::fmt::Debug for AgentClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AgentClient")
+    }
+}
+
+/// The exit status of a container process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitStatus {
+    /// Shell convention: exit code, 128+signal, 127 not found.
+    pub code: i32,
+    /// The signal that killed it, 0 if it exited.
+    pub signal: u32,
+}
+
+fn ctx(timeout: Option<Duration>) -> ttrpc::context::Context {
+    match timeout {
+        Some(d) => ttrpc::context::with_duration(d),
+        None => ttrpc::context::Context::default(),
+    }
+}
+
+/// Default deadline for requests that do not wait for a process.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl AgentClient {
+    /// Opens the transport, retrying until `deadline` (the VMM creates the
+    /// socket shortly after it starts; a vsock agent listens only once booted).
+    pub async fn connect(
+        transport: &AgentTransport,
+        deadline: Instant,
+    ) -> Result<Self, AgentError> {
+        let (addr, shown) = match transport {
+            AgentTransport::Serial { socket } => {
+                (format!("unix://{}", socket.display()), socket.clone())
+            }
+            AgentTransport::Vsock { cid, port } => {
+                let a = format!("vsock://{cid}:{port}");
+                (a.clone(), PathBuf::from(a))
+            }
+        };
+        loop {
+            match ttrpc::r#async::transport::Socket::connect(&addr).await {
+                Ok(sock) => {
+                    let client = ttrpc::r#async::Client::new(sock);
+                    return Ok(AgentClient {
+                        health: HealthClient::new(client.clone()),
+                        agent: AgentServiceClient::new(client),
+                    });
+                }
+                Err(source) if Instant::now() >= deadline => {
+                    return Err(AgentError::Connect {
+                        path: shown,
+                        source,
+                    })
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+
+    /// Waits until the agent answers Check as SERVING, then checks its API
+    /// version. Returns the agent's version response.
+    pub async fn wait_ready(
+        &self,
+        deadline: Instant,
+    ) -> Result<health::VersionResponse, AgentError> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let req = health::CheckRequest::default();
+        let resp = tokio::time::timeout(left, self.health.check(ctx(Some(left)), &req))
+            .await
+            .map_err(|_| AgentError::Timeout {
+                what: "Check",
+                after: left,
+            })?
+            .map_err(|e| match e {
+                ttrpc::Error::Others(m) if m.contains("timeout") || m.contains("Timeout") => {
+                    AgentError::Timeout {
+                        what: "Check",
+                        after: left,
+                    }
+                }
+                e => rpc_err("Check", e),
+            })?;
+        let status = resp.status.enum_value_or_default();
+        if status != health::health_check_response::ServingStatus::SERVING {
+            return Err(AgentError::NotServing(format!("{status:?}")));
+        }
+        let ours = cloister_protocol::API_VERSION;
+        let v = self
+            .health
+            .version(
+                ctx(Some(REQUEST_TIMEOUT)),
+                &health::VersionRequest {
+                    client_api_major: ours.major,
+                    client_api_minor: ours.minor,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| rpc_err("Version", e))?;
+        cloister_protocol::check_compatible(
+            ours,
+            cloister_protocol::ApiVersion {
+                major: v.api_major,
+                minor: v.api_minor,
+            },
+        )?;
+        Ok(v)
+    }
+
+    /// CreateSandbox.
+    pub async fn create_sandbox(&self, id: &str) -> Result<(), AgentError> {
+        let req = pb::CreateSandboxRequest {
+            sandbox_id: id.to_owned(),
+            ..Default::default()
+        };
+        self.agent
+            .create_sandbox(ctx(Some(REQUEST_TIMEOUT)), &req)
+            .await
+            .map_err(|e| rpc_err("CreateSandbox", e))?;
+        Ok(())
+    }
+
+    /// DestroySandbox: the agent answers, then powers the guest off.
+    pub async fn destroy_sandbox(&self, timeout: Duration) -> Result<(), AgentError> {
+        self.agent
+            .destroy_sandbox(ctx(Some(timeout)), &pb::DestroySandboxRequest::default())
+            .await
+            .map_err(|e| rpc_err("DestroySandbox", e))?;
+        Ok(())
+    }
+
+    /// CreateContainer with an OCI spec and a block-device rootfs.
+    pub async fn create_container(
+        &self,
+        container_id: &str,
+        oci_spec: Vec<u8>,
+        rootfs: pb::Rootfs,
+    ) -> Result<(), AgentError> {
+        let req = pb::CreateContainerRequest {
+            container_id: container_id.to_owned(),
+            oci_spec,
+            rootfs: protobuf::MessageField::some(rootfs),
+            ..Default::default()
+        };
+        self.agent
+            .create_container(ctx(Some(REQUEST_TIMEOUT)), &req)
+            .await
+            .map_err(|e| rpc_err("CreateContainer", e))?;
+        Ok(())
+    }
+
+    /// StartContainer.
+    pub async fn start_container(&self, container_id: &str) -> Result<(), AgentError> {
+        let req = pb::StartContainerRequest {
+            container_id: container_id.to_owned(),
+            ..Default::default()
+        };
+        self.agent
+            .start_container(ctx(Some(REQUEST_TIMEOUT)), &req)
+            .await
+            .map_err(|e| rpc_err("StartContainer", e))?;
+        Ok(())
+    }
+
+    /// ExecProcess with an OCI Process JSON.
+    pub async fn exec(
+        &self,
+        container_id: &str,
+        exec_id: &str,
+        process: Vec<u8>,
+    ) -> Result<(), AgentError> {
+        let req = pb::ExecProcessRequest {
+            container_id: container_id.to_owned(),
+            exec_id: exec_id.to_owned(),
+            process,
+            ..Default::default()
+        };
+        self.agent
+            .exec_process(ctx(Some(REQUEST_TIMEOUT)), &req)
+            .await
+            .map_err(|e| rpc_err("ExecProcess", e))?;
+        Ok(())
+    }
+
+    /// WaitProcess (no deadline: a process may run for ever).
+    pub async fn wait(&self, container_id: &str, exec_id: &str) -> Result<ExitStatus, AgentError> {
+        let req = pb::WaitProcessRequest {
+            container_id: container_id.to_owned(),
+            exec_id: exec_id.to_owned(),
+            ..Default::default()
+        };
+        let r = self
+            .agent
+            .wait_process(ctx(None), &req)
+            .await
+            .map_err(|e| rpc_err("WaitProcess", e))?;
+        Ok(ExitStatus {
+            code: r.status,
+            signal: r.signal,
+        })
+    }
+
+    /// SignalProcess.
+    pub async fn signal(
+        &self,
+        container_id: &str,
+        exec_id: &str,
+        signal: u32,
+    ) -> Result<(), AgentError> {
+        let req = pb::SignalProcessRequest {
+            container_id: container_id.to_owned(),
+            exec_id: exec_id.to_owned(),
+            signal,
+            ..Default::default()
+        };
+        self.agent
+            .signal_process(ctx(Some(REQUEST_TIMEOUT)), &req)
+            .await
+            .map_err(|e| rpc_err("SignalProcess", e))?;
+        Ok(())
+    }
+
+    /// WriteStdin; returns how much was taken.
+    pub async fn write_stdin(
+        &self,
+        container_id: &str,
+        exec_id: &str,
+        data: &[u8],
+    ) -> Result<usize, AgentError> {
+        let req = pb::WriteStreamRequest {
+            container_id: container_id.to_owned(),
+            exec_id: exec_id.to_owned(),
+            data: data.to_vec(),
+            ..Default::default()
+        };
+        let r = self
+            .agent
+            .write_stdin(ctx(Some(REQUEST_TIMEOUT)), &req)
+            .await
+            .map_err(|e| rpc_err("WriteStdin", e))?;
+        Ok(r.len as usize)
+    }
+
+    /// CloseStdin.
+    pub async fn close_stdin(&self, container_id: &str, exec_id: &str) -> Result<(), AgentError> {
+        let req = pb::CloseStdinRequest {
+            container_id: container_id.to_owned(),
+            exec_id: exec_id.to_owned(),
+            ..Default::default()
+        };
+        self.agent
+            .close_stdin(ctx(Some(REQUEST_TIMEOUT)), &req)
+            .await
+            .map_err(|e| rpc_err("CloseStdin", e))?;
+        Ok(())
+    }
+
+    /// The next chunk of stdout (`err` false) or stderr (`err` true); empty
+    /// at end of stream.
+    pub async fn read_output(
+        &self,
+        container_id: &str,
+        exec_id: &str,
+        err: bool,
+    ) -> Result<Vec<u8>, AgentError> {
+        let req = pb::ReadStreamRequest {
+            container_id: container_id.to_owned(),
+            exec_id: exec_id.to_owned(),
+            ..Default::default()
+        };
+        let r = if err {
+            self.agent
+                .read_stderr(ctx(None), &req)
+                .await
+                .map_err(|e| rpc_err("ReadStderr", e))?
+        } else {
+            self.agent
+                .read_stdout(ctx(None), &req)
+                .await
+                .map_err(|e| rpc_err("ReadStdout", e))?
+        };
+        Ok(r.data)
+    }
+
+    /// RemoveContainer (SIGTERM, then SIGKILL after `grace_secs`).
+    pub async fn remove_container(
+        &self,
+        container_id: &str,
+        grace_secs: u32,
+    ) -> Result<(), AgentError> {
+        let req = pb::RemoveContainerRequest {
+            container_id: container_id.to_owned(),
+            timeout: grace_secs,
+            ..Default::default()
+        };
+        self.agent
+            .remove_container(
+                ctx(Some(
+                    REQUEST_TIMEOUT + Duration::from_secs(u64::from(grace_secs)),
+                )),
+                &req,
+            )
+            .await
+            .map_err(|e| rpc_err("RemoveContainer", e))?;
+        Ok(())
+    }
+
+    /// GetGuestDetails.
+    pub async fn guest_details(&self) -> Result<pb::GuestDetailsResponse, AgentError> {
+        self.agent
+            .get_guest_details(
+                ctx(Some(REQUEST_TIMEOUT)),
+                &pb::GetGuestDetailsRequest::default(),
+            )
+            .await
+            .map_err(|e| rpc_err("GetGuestDetails", e))
+    }
+}
+
+/// The rootfs message for the read-only disk built by [`crate::rootfs`].
+pub fn block_rootfs() -> pb::Rootfs {
+    pb::Rootfs {
+        kind: pb::rootfs::Kind::BLOCK.into(),
+        source: crate::rootfs::GUEST_DEVICE.to_owned(),
+        fstype: crate::rootfs::FSTYPE.to_owned(),
+        writable_overlay: true,
+        ..Default::default()
+    }
+}
+
+/// A minimal OCI runtime-spec config.json running `args` as root in `/`.
+pub fn oci_spec(args: &[String], hostname: &str) -> Vec<u8> {
+    let spec = serde_json::json!({
+        "ociVersion": "1.0.2",
+        "process": process_value(args),
+        "root": { "path": "rootfs", "readonly": false },
+        "hostname": hostname,
+        "mounts": [
+            { "destination": "/proc", "type": "proc", "source": "proc" },
+            { "destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+              "options": ["nosuid", "strictatime", "mode=755", "size=65536k"] },
+            { "destination": "/sys", "type": "sysfs", "source": "sysfs",
+              "options": ["nosuid", "noexec", "nodev", "ro"] },
+            { "destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+              "options": ["nosuid", "nodev", "mode=1777"] }
+        ],
+        "linux": {
+            "namespaces": [
+                { "type": "pid" }, { "type": "ipc" }, { "type": "uts" }, { "type": "mount" }
+            ]
+        }
+    });
+    spec.to_string().into_bytes()
+}
+
+/// An OCI Process JSON for ExecProcess.
+pub fn process_json(args: &[String]) -> Vec<u8> {
+    process_value(args).to_string().into_bytes()
+}
+
+fn process_value(args: &[String]) -> serde_json::Value {
+    serde_json::json!({
+        "terminal": false,
+        "user": { "uid": 0, "gid": 0 },
+        "args": args,
+        "env": [
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "HOME=/root",
+        ],
+        "cwd": "/",
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_spec_carries_the_command() {
+        let args = vec!["echo".to_owned(), "a b".to_owned()];
+        let v: serde_json::Value = serde_json::from_slice(&oci_spec(&args, "h")).unwrap();
+        assert_eq!(v["process"]["args"][1], "a b");
+        assert_eq!(v["hostname"], "h");
+        let p: serde_json::Value = serde_json::from_slice(&process_json(&args)).unwrap();
+        assert_eq!(p["args"][0], "echo");
+        assert_eq!(block_rootfs().source, "/dev/vda");
+    }
+}

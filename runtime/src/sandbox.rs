@@ -1,0 +1,367 @@
+//! One sandbox's lifecycle: state dir, rootfs image, TEE preparation, VM
+//! start, agent readiness (with a deadline, kernel-panic and VMM-exit
+//! detection) and teardown. Whatever happens, dropping a [`Sandbox`] kills
+//! its VM and removes its state dir.
+//!
+//! [`Sandbox::start`] spawns the VMM on the calling thread, and the VMM dies
+//! with that thread (PR_SET_PDEATHSIG): call it from a thread that lives as
+//! long as the sandbox, e.g. the main thread of a current-thread runtime.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use cloister_tee::{HostBackend, Launch, PrepareError, TeeKind};
+
+use crate::accel::Accel;
+use crate::agent::{AgentClient, AgentError};
+use crate::console;
+use crate::hypervisor::{AgentTransport, Hypervisor, VmHandle, VmSpec};
+use crate::qemu::{Qemu, QemuDriver, QemuError, QemuVm};
+use crate::rootfs::{self, RootfsError};
+use crate::state::{self, files, Metadata, StateDir, StateError};
+
+/// How many console lines an error shows.
+pub const CONSOLE_TAIL: usize = 12;
+
+/// What a sandbox is made of.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// TEE.
+    pub tee: TeeKind,
+    /// Guest kernel.
+    pub kernel: PathBuf,
+    /// Initramfs.
+    pub initramfs: PathBuf,
+    /// Host directory to give the container as its rootfs.
+    pub rootfs: Option<PathBuf>,
+    /// vCPUs.
+    pub vcpus: u32,
+    /// RAM in MiB.
+    pub memory_mib: u32,
+    /// Accelerator (from [`crate::accel::probe`]).
+    pub accel: Accel,
+    /// How long the agent may take to answer Check after the VM starts.
+    pub agent_timeout: Duration,
+    /// Extra kernel command line words.
+    pub extra_cmdline: Vec<String>,
+    /// The runtime dir holding state dirs.
+    pub runtime_dir: PathBuf,
+    /// The command (recorded in the metadata for `cloister ps`).
+    pub command: Vec<String>,
+}
+
+/// Why a sandbox could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// State dir trouble.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// Rootfs trouble.
+    #[error(transparent)]
+    Rootfs(#[from] RootfsError),
+    /// The TEE backend refused.
+    #[error(transparent)]
+    Tee(#[from] PrepareError),
+    /// QEMU trouble.
+    #[error(transparent)]
+    Qemu(#[from] QemuError),
+    /// The guest kernel panicked.
+    #[error("the guest kernel panicked ({line}); the VM was stopped. Last console lines:\n{}", tail.join("\n"))]
+    KernelPanic {
+        /// The panic line.
+        line: String,
+        /// The last console lines.
+        tail: Vec<String>,
+    },
+    /// QEMU exited before the agent answered.
+    #[error("QEMU exited during boot ({status}): {stderr}. Last console lines:\n{}", tail.join("\n"))]
+    VmmExited {
+        /// Its exit status.
+        status: String,
+        /// Its last stderr line.
+        stderr: String,
+        /// The last console lines.
+        tail: Vec<String>,
+    },
+    /// The agent did not answer in time.
+    #[error("the agent did not answer within {}s; the VM was killed (raise --agent-timeout if the host is slow). Last console lines:\n{}", after.as_secs(), tail.join("\n"))]
+    AgentTimeout {
+        /// The deadline.
+        after: Duration,
+        /// The last console lines.
+        tail: Vec<String>,
+    },
+    /// The agent answered with an error.
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+    /// Waiting on QEMU failed.
+    #[error("waiting for QEMU")]
+    Wait(#[source] std::io::Error),
+}
+
+/// Which agent transport this host supports: vsock when `/dev/vhost-vsock`
+/// can be opened (and `$CLOISTER_CHANNEL` is not `serial`), else virtio-serial.
+pub fn choose_transport(state_dir: &std::path::Path) -> AgentTransport {
+    let forced_serial = std::env::var("CLOISTER_CHANNEL").is_ok_and(|v| v == "serial");
+    if !forced_serial && vhost_vsock_usable() {
+        // Guest CIDs 0-2 are reserved; derive one from our pid so that
+        // concurrent sandboxes differ.
+        let cid = 3 + (std::process::id() % 0x00ff_ffff);
+        AgentTransport::Vsock {
+            cid,
+            port: cloister_protocol::channel::DEFAULT_VSOCK_PORT,
+        }
+    } else {
+        AgentTransport::Serial {
+            socket: state_dir.join(files::AGENT_SOCK),
+        }
+    }
+}
+
+/// Whether `/dev/vhost-vsock` exists and opens read-write.
+pub fn vhost_vsock_usable() -> bool {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/vhost-vsock")
+        .is_ok()
+}
+
+/// The kernel command line before TEE additions.
+pub fn base_cmdline(transport: &AgentTransport, extra: &[String]) -> String {
+    let mut words = vec![
+        "console=ttyS0".to_owned(),
+        "panic=-1".to_owned(),
+        "quiet".to_owned(),
+        transport.guest_channel().cmdline_arg(),
+    ];
+    words.extend(extra.iter().cloned());
+    words.join(" ")
+}
+
+/// A started sandbox. Field order matters: the VM dies before the TEE
+/// guard is dropped, and the state dir goes last.
+pub struct Sandbox {
+    vm: QemuVm,
+    client: Option<AgentClient>,
+    _guard: Option<Box<dyn Send>>,
+    config: SandboxConfig,
+    meta: Metadata,
+    dir: StateDir,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("id", &self.dir.id())
+            .field("vm", &self.vm)
+            .finish()
+    }
+}
+
+impl Sandbox {
+    /// Creates the state dir, builds the rootfs image, prepares the TEE and
+    /// starts the VM. See the module docs for the threading rule.
+    pub fn start(
+        config: SandboxConfig,
+        qemu: &Qemu,
+        backend: &dyn HostBackend,
+    ) -> Result<Sandbox, SandboxError> {
+        if let Some(dir) = &config.rootfs {
+            rootfs::check_dir(dir)?;
+        }
+        let dir = StateDir::create(&config.runtime_dir)?;
+        let mut meta = Metadata {
+            id: dir.id().to_owned(),
+            created: state::now_unix(),
+            runtime_pid: std::process::id(),
+            runtime_start: state::process_start_time(std::process::id()).unwrap_or(0),
+            vmm_pid: None,
+            tee: config.tee.to_string(),
+            accel: config.accel.to_string(),
+            vcpus: config.vcpus,
+            memory_mib: config.memory_mib,
+            rootfs: config.rootfs.clone(),
+            command: config.command.clone(),
+        };
+        dir.write_metadata(&meta)?;
+        let rootfs_image = match &config.rootfs {
+            Some(src) => {
+                let img = dir.file(files::ROOTFS_IMG);
+                rootfs::build_image(src, &img)?;
+                Some(img)
+            }
+            None => None,
+        };
+        let transport = choose_transport(dir.path());
+        let launch = Launch {
+            kernel: config.kernel.clone(),
+            initramfs: config.initramfs.clone(),
+            cmdline: base_cmdline(&transport, &config.extra_cmdline),
+            vcpus: config.vcpus,
+            memory_mib: config.memory_mib,
+            initdata: None,
+            firmware: None,
+        };
+        let prepared = backend.prepare(&launch, dir.path())?;
+        let mut cmdline = launch.cmdline.clone();
+        for w in &prepared.qemu.cmdline_extra {
+            cmdline.push(' ');
+            cmdline.push_str(w);
+        }
+        let spec = VmSpec {
+            name: format!("cloister-{}", dir.id()),
+            kernel: launch.kernel,
+            initramfs: launch.initramfs,
+            cmdline,
+            vcpus: config.vcpus,
+            memory_mib: config.memory_mib,
+            accel: config.accel,
+            console_log: dir.file(files::CONSOLE_LOG),
+            vmm_log: dir.file(files::VMM_LOG),
+            agent: transport,
+            rootfs_image,
+            tee: prepared.qemu,
+        };
+        let vm = QemuDriver::new(qemu.clone()).start(&spec)?;
+        meta.vmm_pid = Some(vm.pid());
+        dir.write_metadata(&meta)?;
+        let _ = std::fs::write(dir.file(files::VMM_PID), format!("{}\n", vm.pid()));
+        Ok(Sandbox {
+            vm,
+            client: None,
+            _guard: prepared.guard,
+            config,
+            meta,
+            dir,
+        })
+    }
+
+    /// The sandbox id.
+    pub fn id(&self) -> &str {
+        self.dir.id()
+    }
+
+    /// The state dir.
+    pub fn state_dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// The VMM's pid.
+    pub fn vmm_pid(&self) -> u32 {
+        self.vm.pid()
+    }
+
+    /// The metadata as written to the state dir.
+    pub fn metadata(&self) -> &Metadata {
+        &self.meta
+    }
+
+    /// The last console lines, cleaned.
+    pub fn console_tail(&self, n: usize) -> Vec<String> {
+        console::last_lines(&console::read(self.vm.console_log()), n)
+    }
+
+    /// Waits until the agent answers Check (within the configured deadline),
+    /// watching for a kernel panic or QEMU exiting meanwhile. On failure the
+    /// VM is killed. Returns the connected client.
+    pub async fn wait_ready(&mut self) -> Result<AgentClient, SandboxError> {
+        let deadline = Instant::now() + self.config.agent_timeout;
+        let transport = self.vm.agent().clone();
+        let ready = async {
+            let client = AgentClient::connect(&transport, deadline).await?;
+            client.wait_ready(deadline).await?;
+            Ok::<_, AgentError>(client)
+        };
+        let outcome = tokio::select! {
+            r = ready => match r {
+                Ok(c) => Ok(c),
+                Err(AgentError::Timeout { .. }) | Err(AgentError::Connect { .. }) => Err(self.timeout_error()),
+                Err(e) => Err(self.boot_failure().unwrap_or(SandboxError::Agent(e))),
+            },
+            e = self.watch_boot(deadline) => Err(e),
+        };
+        match outcome {
+            Ok(c) => {
+                self.client = Some(c.clone());
+                Ok(c)
+            }
+            Err(e) => {
+                let _ = self.vm.stop(Duration::from_millis(500));
+                Err(e)
+            }
+        }
+    }
+
+    fn timeout_error(&mut self) -> SandboxError {
+        if let Some(e) = self.boot_failure() {
+            return e;
+        }
+        SandboxError::AgentTimeout {
+            after: self.config.agent_timeout,
+            tail: self.console_tail(CONSOLE_TAIL),
+        }
+    }
+
+    /// A panic on the console or an exited VMM, if either happened.
+    fn boot_failure(&mut self) -> Option<SandboxError> {
+        let text = console::read(self.vm.console_log());
+        if let Some(line) = console::find_panic(&text) {
+            return Some(SandboxError::KernelPanic {
+                line,
+                tail: console::last_lines(&text, CONSOLE_TAIL),
+            });
+        }
+        match self.vm.try_wait() {
+            Ok(Some(status)) => {
+                let stderr = console::read(&self.dir.file(files::VMM_LOG));
+                Some(SandboxError::VmmExited {
+                    status: status.to_string(),
+                    stderr: stderr
+                        .lines()
+                        .rev()
+                        .find(|l| !l.trim().is_empty())
+                        .unwrap_or("no message")
+                        .to_owned(),
+                    tail: console::last_lines(&text, CONSOLE_TAIL),
+                })
+            }
+            Ok(None) => None,
+            Err(e) => Some(SandboxError::Wait(e)),
+        }
+    }
+
+    /// Resolves when the boot fails (panic, VMM exit) or the deadline passes.
+    async fn watch_boot(&mut self, deadline: Instant) -> SandboxError {
+        loop {
+            if let Some(e) = self.boot_failure() {
+                return e;
+            }
+            if Instant::now() >= deadline {
+                return self.timeout_error();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Whether QEMU is still running.
+    pub fn vm_running(&mut self) -> bool {
+        matches!(self.vm.try_wait(), Ok(None))
+    }
+
+    /// Stops the sandbox: DestroySandbox (the guest powers off), then waits
+    /// for QEMU to exit, killing it if it lingers; removes the state dir.
+    pub async fn shutdown(mut self) {
+        if let Some(c) = self.client.take() {
+            if self.vm_running() {
+                let _ = c.destroy_sandbox(Duration::from_secs(3)).await;
+                let until = Instant::now() + Duration::from_secs(3);
+                while Instant::now() < until && self.vm_running() {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+        let _ = self.vm.stop(Duration::from_secs(2));
+        // Drop: guard, then the state dir.
+    }
+}
