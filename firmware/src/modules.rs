@@ -13,8 +13,9 @@
 //! - agent channel: `virtio_console` (built in), `vsock`,
 //!   `vmw_vsock_virtio_transport_common`, `vmw_vsock_virtio_transport`
 //! - rootfs from the host: `virtio_blk` (+ ext4, built in), `overlay`;
-//!   9p (`9p`, `9pnet`, `9pnet_virtio`, `netfs`) is optional: the cloud
-//!   kernel has `CONFIG_NET_9P` unset, so there is no 9p share with it
+//!   9p (`9pnet`, `9pnet_virtio`, `9p`, and `netfs` as their dependency) is
+//!   optional: the cloud kernel has `CONFIG_NET_9P` unset, so there is no 9p
+//!   share with it (use a read-only virtio-blk image instead)
 //! - entropy: `virtio_rng`
 //! - confidential guest: `configfs`, `tsm` (configfs-tsm reports; called
 //!   `tsm_report` in later kernels), `sev_guest`, `tdx_guest`
@@ -58,7 +59,6 @@ pub const AGENT_MODULES: &[Request] = &[
     req("vsock", Need::Required),
     req("vmw_vsock_virtio_transport_common", Need::Required),
     req("vmw_vsock_virtio_transport", Need::Required),
-    req("netfs", Need::Optional),
     req("9pnet", Need::Optional),
     req("9pnet_virtio", Need::Optional),
     req("9p", Need::Optional),
