@@ -1,0 +1,126 @@
+//! `cloister verify`: verify and appraise one piece of evidence, print the
+//! EAR claims as JSON. Exit status: 0 affirming, 1 warning or worse, 2
+//! unusable input.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Args;
+use cloister_attestation::backends::SnpBackend;
+use cloister_attestation::cca::TrustAnchorStore;
+use cloister_attestation::ear::{EarIssuer, Submod};
+use cloister_attestation::{ReferenceValues, ReportData, Status, Tee, Verifier, VerifierConfig};
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Kind of evidence: cca, snp, tdx or sim.
+    #[arg(long)]
+    tee: Tee,
+    /// Evidence file (CCA token CBOR or Trustee JSON, SNP report or JSON, TDX quote).
+    #[arg(long)]
+    evidence: PathBuf,
+    /// Expected nonce / report_data in hex (zero-padded to 64 bytes).
+    #[arg(long)]
+    nonce: Option<String>,
+    /// Expected initdata digest in hex (CCA RPV, SNP HOST_DATA, TDX MRCONFIGID).
+    #[arg(long)]
+    init_data_digest: Option<String>,
+    /// Trust anchors: CCA/sim CPAK store (ccatoken ta.json format, JWK or PEM).
+    #[arg(long)]
+    trust_anchors: Option<PathBuf>,
+    /// Reference values (Cloister JSON, ccatoken rv.json, or RVPS sample provenance).
+    #[arg(long)]
+    reference_values: Option<PathBuf>,
+    /// Collateral directory (SNP certificates, TDX collateral).
+    #[arg(long)]
+    collateral: Option<PathBuf>,
+    /// Evaluation time (RFC 3339); default: now.
+    #[arg(long)]
+    now: Option<String>,
+    /// Accept simulated evidence (status at best "warning").
+    #[arg(long)]
+    allow_simulated: bool,
+}
+
+enum Outcome {
+    Appraised(Status),
+    Unusable(anyhow::Error),
+}
+
+pub fn run(a: VerifyArgs) -> anyhow::Result<()> {
+    let code = match verify(&a) {
+        Outcome::Appraised(Status::Affirming) => 0,
+        Outcome::Appraised(_) => 1,
+        Outcome::Unusable(e) => {
+            eprintln!("error: {e:#}");
+            2
+        }
+    };
+    std::process::exit(code)
+}
+
+fn read(p: &PathBuf, what: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(p).with_context(|| format!("reading {what} {}", p.display()))
+}
+
+fn verify(a: &VerifyArgs) -> Outcome {
+    match prepare_and_appraise(a) {
+        Ok(s) => Outcome::Appraised(s),
+        Err(e) => Outcome::Unusable(e),
+    }
+}
+
+fn prepare_and_appraise(a: &VerifyArgs) -> anyhow::Result<Status> {
+    let now = match &a.now {
+        Some(s) => time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+            .with_context(|| format!("--now {s:?} is not RFC 3339"))?
+            .unix_timestamp(),
+        None => time::OffsetDateTime::now_utc().unix_timestamp(),
+    };
+    let nonce = a.nonce.as_deref().map(ReportData::from_hex).transpose()?;
+    let init = a
+        .init_data_digest
+        .as_deref()
+        .map(|s| hex::decode(s.trim()).context("--init-data-digest is not hex"))
+        .transpose()?;
+    let mut cfg = VerifierConfig {
+        allow_simulated: a.allow_simulated,
+        collateral_dir: a.collateral.clone(),
+        ..Default::default()
+    };
+    if let Some(p) = &a.trust_anchors {
+        let text =
+            String::from_utf8(read(p, "trust anchors")?).context("trust anchors are not UTF-8")?;
+        cfg.cca_trust_anchors = TrustAnchorStore::parse(&text)?;
+    }
+    if let Some(p) = &a.reference_values {
+        let text = String::from_utf8(read(p, "reference values")?)
+            .context("reference values are not UTF-8")?;
+        cfg.reference_values = ReferenceValues::parse(&text)?;
+    }
+    let mut verifier = Verifier::new(cfg)?;
+    if a.tee == Tee::Snp {
+        verifier = verifier.with_backend(
+            Tee::Snp,
+            Arc::new(SnpBackend::new(a.collateral.as_deref())?),
+        );
+    }
+    let evidence = read(&a.evidence, "evidence")?;
+    let appraisal = verifier.appraise(a.tee, &evidence, nonce, init.as_deref(), now)?;
+    for f in &appraisal.failures {
+        eprintln!("{}: {f}", appraisal.status.as_str());
+    }
+    let issuer = EarIssuer::generate();
+    let claims = issuer.claims_json(
+        &[Submod {
+            name: "cpu0".into(),
+            appraisal: &appraisal,
+            runtime_data_claims: None,
+            init_data_claims: None,
+        }],
+        now,
+    )?;
+    println!("{}", serde_json::to_string_pretty(&claims)?);
+    Ok(appraisal.status)
+}
