@@ -13,6 +13,8 @@
 
 pub mod evidence;
 pub mod guest;
+#[cfg(feature = "host")]
+pub mod host;
 pub mod initdata;
 pub mod simproto;
 
