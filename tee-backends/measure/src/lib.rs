@@ -14,3 +14,5 @@
 
 pub mod cca;
 pub mod digest;
+#[cfg(feature = "snp")]
+pub mod snp;
