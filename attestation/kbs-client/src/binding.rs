@@ -145,7 +145,7 @@ mod tests {
         let expect = Sha384::digest(
             br#"{"additional-evidence":"","nonce":"n","tee-pubkey":{"alg":"ECDH-ES+A256KW","crv":"P-256","kty":"EC","x":"x","y":"y"}}"#,
         );
-        assert_eq!(&rd[..48], expect.as_slice());
+        assert_eq!(rd[..48], expect[..]);
         assert_eq!(&rd[48..], &[0u8; 16]);
         assert_ne!(rd, report_data("n", &key, "{}").unwrap());
         assert_ne!(rd, report_data("m", &key, "").unwrap());

@@ -3,7 +3,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-use kbs_types::{Attestation, Challenge, CompositeEvidence, InitData, Request, Response, RuntimeData, Tee};
+use kbs_types::{
+    Attestation, Challenge, CompositeEvidence, InitData, Request, Response, RuntimeData, Tee,
+};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -49,7 +51,9 @@ pub struct ResourcePath {
 
 /// A malformed resource path.
 #[derive(Debug, thiserror::Error)]
-#[error("bad resource path {0:?}: expected REPOSITORY/TYPE/TAG, each [A-Za-z0-9._-]+ and not . or ..")]
+#[error(
+    "bad resource path {0:?}: expected REPOSITORY/TYPE/TAG, each [A-Za-z0-9._-]+ and not . or .."
+)]
 pub struct BadResourcePath(pub String);
 
 fn valid_segment(s: &str) -> bool {
@@ -200,6 +204,14 @@ impl<A: Attester> KbsClient<A> {
             format: "toml".into(),
             body: toml_text,
         });
+    }
+
+    /// Use this TEE key instead of the generated one (drops any token,
+    /// which is bound to the old key).
+    pub fn set_tee_key(&mut self, key: TeeKey) {
+        self.key = key;
+        self.token = None;
+        self.cookie = None;
     }
 
     /// The ephemeral TEE key.

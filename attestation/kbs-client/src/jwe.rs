@@ -113,15 +113,22 @@ pub fn p256_from_xy(x: &str, y: &str) -> Result<PublicKey, JweError> {
     if x.len() != 32 || y.len() != 32 {
         return Err(JweError::Epk("P-256 coordinates must be 32 bytes"));
     }
-    let point = EncodedPoint::from_affine_coordinates(x.as_slice().into(), y.as_slice().into(), false);
+    let point =
+        EncodedPoint::from_affine_coordinates(x.as_slice().into(), y.as_slice().into(), false);
     Option::from(PublicKey::from_encoded_point(&point)).ok_or(JweError::Epk("not a point on P-256"))
 }
 
 /// base64url x and y of a P-256 public key.
 pub fn p256_xy(key: &PublicKey) -> (String, String) {
     let point = key.to_encoded_point(false);
-    let x = point.x().map(|x| URL_SAFE_NO_PAD.encode(x)).unwrap_or_default();
-    let y = point.y().map(|y| URL_SAFE_NO_PAD.encode(y)).unwrap_or_default();
+    let x = point
+        .x()
+        .map(|x| URL_SAFE_NO_PAD.encode(x))
+        .unwrap_or_default();
+    let y = point
+        .y()
+        .map(|y| URL_SAFE_NO_PAD.encode(y))
+        .unwrap_or_default();
     (x, y)
 }
 
@@ -133,7 +140,9 @@ pub struct TeeKey {
 
 impl std::fmt::Debug for TeeKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TeeKey").field("public", &self.public_jwk()).finish()
+        f.debug_struct("TeeKey")
+            .field("public", &self.public_jwk())
+            .finish()
     }
 }
 
@@ -176,10 +185,7 @@ impl TeeKey {
                 enc: ph.enc.clone(),
             });
         }
-        let epk = ph
-            .other_fields
-            .get("epk")
-            .ok_or(JweError::Epk("missing"))?;
+        let epk = ph.other_fields.get("epk").ok_or(JweError::Epk("missing"))?;
         if epk.get("crv").and_then(|v| v.as_str()) != Some("P-256") {
             return Err(JweError::Epk("crv must be P-256"));
         }
@@ -191,7 +197,9 @@ impl TeeKey {
         let epk = p256_from_xy(field("x")?, field("y")?)?;
         let header_bytes = |name: &'static str| -> Result<Vec<u8>, JweError> {
             match ph.other_fields.get(name).and_then(|v| v.as_str()) {
-                Some(s) => URL_SAFE_NO_PAD.decode(s).map_err(|_| JweError::Base64(name)),
+                Some(s) => URL_SAFE_NO_PAD
+                    .decode(s)
+                    .map_err(|_| JweError::Base64(name)),
                 None => Ok(Vec::new()),
             }
         };
@@ -266,6 +274,9 @@ mod tests {
             ciphertext: vec![],
             tag: vec![0; 16],
         };
-        assert!(matches!(key.decrypt(&resp), Err(JweError::Unsupported { .. })));
+        assert!(matches!(
+            key.decrypt(&resp),
+            Err(JweError::Unsupported { .. })
+        ));
     }
 }

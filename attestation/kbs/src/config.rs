@@ -1,0 +1,99 @@
+//! KBS configuration (TOML). Every field has a working default, so
+//! `cloister kbs serve` runs with no file at all.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// The KBS configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Data directory: store, token signing key.
+    pub data_dir: PathBuf,
+    /// Serve plain HTTP (tests on loopback only).
+    pub insecure_http: bool,
+    /// TLS certificate chain (PEM) for HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) for HTTPS.
+    pub tls_key: Option<PathBuf>,
+    /// Let the default resource policy release to sim evidence.
+    pub allow_sim: bool,
+    /// Accept Trustee's `tee: "sample"` dev evidence (never released by the
+    /// default resource policy).
+    pub insecure_sample: bool,
+    /// Session lifetime in seconds.
+    pub session_ttl_secs: u64,
+    /// Maximum number of sessions held.
+    pub max_sessions: usize,
+    /// Attestation token lifetime in seconds.
+    pub token_lifetime_secs: i64,
+    /// Maximum request body in bytes.
+    pub max_body_bytes: usize,
+    /// Admin public keys (PEM files). None configured: admin API denies all
+    /// unless `<data_dir>/admin.pub.pem` exists.
+    pub admin_public_keys: Vec<PathBuf>,
+    /// Initial CCA trust anchors (file), used until the admin API sets them.
+    pub trust_anchors: Option<PathBuf>,
+    /// Initial reference values (file), used until the admin API sets them.
+    pub reference_values: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("kbs-data"),
+            insecure_http: false,
+            tls_cert: None,
+            tls_key: None,
+            allow_sim: false,
+            insecure_sample: false,
+            session_ttl_secs: 300,
+            max_sessions: 10_000,
+            token_lifetime_secs: 300,
+            max_body_bytes: 1 << 20,
+            admin_public_keys: Vec::new(),
+            trust_anchors: None,
+            reference_values: None,
+        }
+    }
+}
+
+/// Config file errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Unreadable file.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Invalid TOML or unknown field.
+    #[error("config {path}: {source}")]
+    Parse {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        source: toml::de::Error,
+    },
+}
+
+impl Config {
+    /// Load from a TOML file.
+    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })
+    }
+}

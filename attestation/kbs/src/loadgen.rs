@@ -1,0 +1,120 @@
+//! A bounded load generator for the KBS: N concurrent clients each running
+//! full RCAR flows (auth + attest with CCA evidence from the test attester +
+//! one resource) until a total flow count is reached.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cloister_kbs_client::{KbsClient, ResourcePath};
+
+use crate::testing::TestCcaAttester;
+
+/// One load run's parameters.
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    /// KBS base URL.
+    pub url: String,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Total flows.
+    pub flows: usize,
+    /// Resource each flow fetches.
+    pub resource: ResourcePath,
+    /// Stop after this long even if flows remain.
+    pub max_duration: Duration,
+}
+
+/// Results.
+#[derive(Debug, Clone)]
+pub struct LoadReport {
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Flows completed successfully.
+    pub ok: usize,
+    /// Flows that failed.
+    pub errors: usize,
+    /// First error seen.
+    pub first_error: Option<String>,
+    /// Wall time.
+    pub elapsed: Duration,
+    /// Successful flows per second.
+    pub flows_per_sec: f64,
+    /// Median flow latency (ms).
+    pub p50_ms: f64,
+    /// 99th percentile flow latency (ms).
+    pub p99_ms: f64,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+/// Run the load.
+pub async fn run(cfg: LoadConfig, attester: TestCcaAttester) -> LoadReport {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(cfg.clients.max(1))
+        .build()
+        .unwrap_or_default();
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let deadline = start + cfg.max_duration;
+    let mut tasks = Vec::new();
+    for _ in 0..cfg.clients.max(1) {
+        let http = http.clone();
+        let next = next.clone();
+        let cfg = cfg.clone();
+        let attester = attester.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut errors = 0usize;
+            let mut first_error = None;
+            while next.fetch_add(1, Ordering::Relaxed) < cfg.flows && Instant::now() < deadline {
+                let t = Instant::now();
+                let mut c = KbsClient::with_http(http.clone(), &cfg.url, attester.clone());
+                match c.get_resource(&cfg.resource).await {
+                    Ok(_) => lat.push(t.elapsed().as_secs_f64() * 1000.0),
+                    Err(e) => {
+                        errors += 1;
+                        first_error.get_or_insert_with(|| e.to_string());
+                    }
+                }
+            }
+            (lat, errors, first_error)
+        }));
+    }
+    let mut lat = Vec::new();
+    let mut errors = 0;
+    let mut first_error = None;
+    for t in tasks {
+        match t.await {
+            Ok((l, e, f)) => {
+                lat.extend(l);
+                errors += e;
+                if first_error.is_none() {
+                    first_error = f;
+                }
+            }
+            Err(e) => {
+                errors += 1;
+                first_error.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+    lat.sort_by(|a, b| a.total_cmp(b));
+    LoadReport {
+        clients: cfg.clients,
+        ok: lat.len(),
+        errors,
+        first_error,
+        elapsed,
+        flows_per_sec: lat.len() as f64 / elapsed.as_secs_f64().max(1e-9),
+        p50_ms: percentile(&lat, 0.50),
+        p99_ms: percentile(&lat, 0.99),
+    }
+}

@@ -1,0 +1,933 @@
+//! The KBS HTTP service: RCAR endpoints, resource release, admin API,
+//! metrics and health.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path as UrlPath, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
+use base64::Engine;
+use cloister_attestation::appraisal::Status;
+use cloister_attestation::cca::TrustAnchorStore;
+use cloister_attestation::ear::{EarIssuer, Submod};
+use cloister_attestation::{
+    Appraisal, Failure, ReferenceValues, ReportData, Tee as VTee, Verifier, VerifierConfig,
+};
+use cloister_kbs_client::jwe::{p256_from_xy, ALG_ECDH_ES_A256KW, ALG_RSA_OAEP_256};
+use cloister_kbs_client::{report_data, ResourcePath};
+use cloister_policy::Policy;
+use kbs_types::{Attestation, Challenge, InitData, Request, Tee, TeePubKey};
+use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
+use serde_json::{json, Value};
+use sha2::Digest;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::problem::Problem;
+use crate::session::{SessionError, Sessions};
+use crate::store::{FileStore, Namespace, Store, StoreError};
+use crate::{admin, jwe, DEFAULT_RESOURCE_POLICY, RESOURCE_POLICY_QUERY};
+
+/// Cookie carrying the session id.
+pub const SESSION_COOKIE: &str = "kbs-session-id";
+const KEY_ATTESTATION_POLICY: &str = "attestation-policy";
+const KEY_RESOURCE_POLICY: &str = "resource-policy";
+const KEY_REFERENCE_VALUES: &str = "reference-values";
+const KEY_TRUST_ANCHORS: &str = "trust-anchors";
+const TEE_PUBKEY_POINTER: &str =
+    "/submods/cpu0/ear.veraison.annotated-evidence/runtime_data_claims/tee-pubkey";
+
+/// Failures starting or running the KBS (never per-request).
+#[derive(Debug, thiserror::Error)]
+pub enum KbsError {
+    /// Bad configuration.
+    #[error("KBS configuration: {0}")]
+    Config(String),
+    /// Storage.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Filesystem or socket.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, Default, Clone)]
+struct VerifierTexts {
+    policy: Option<String>,
+    anchors: Option<String>,
+    refvals: Option<String>,
+}
+
+fn build_verifier(t: &VerifierTexts) -> Result<Verifier, String> {
+    let cca_trust_anchors = match &t.anchors {
+        Some(a) => TrustAnchorStore::parse(a).map_err(|e| format!("trust anchors: {e}"))?,
+        None => TrustAnchorStore::default(),
+    };
+    let reference_values = match &t.refvals {
+        Some(r) => ReferenceValues::parse(r).map_err(|e| format!("reference values: {e}"))?,
+        None => ReferenceValues::default(),
+    };
+    Verifier::new(VerifierConfig {
+        cca_trust_anchors,
+        reference_values,
+        // Simulated evidence is appraised (as "warning") and marked; the
+        // resource policy decides whether it gets anything.
+        allow_simulated: true,
+        collateral_dir: None,
+        policy: t.policy.clone(),
+    })
+    .map_err(|e| format!("attestation policy: {e}"))
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Digest of Trustee/CoCo initdata: the hash named by its `algorithm` field
+/// (sha256, sha384 or sha512; default sha384) over the TOML text.
+pub fn init_data_digest(init: &InitData) -> Result<Vec<u8>, String> {
+    if init.format != "toml" {
+        return Err(format!(
+            "initdata format {:?}, expected \"toml\"",
+            init.format
+        ));
+    }
+    let doc: toml::Table = toml::from_str(&init.body).map_err(|e| format!("initdata TOML: {e}"))?;
+    let alg = doc
+        .get("algorithm")
+        .and_then(|v| v.as_str())
+        .unwrap_or("sha384");
+    let body = init.body.as_bytes();
+    Ok(match alg {
+        "sha256" => sha2::Sha256::digest(body).to_vec(),
+        "sha384" => sha2::Sha384::digest(body).to_vec(),
+        "sha512" => sha2::Sha512::digest(body).to_vec(),
+        other => {
+            return Err(format!(
+                "initdata algorithm {other:?}, expected sha256, sha384 or sha512"
+            ))
+        }
+    })
+}
+
+/// A running KBS's state.
+pub struct Kbs {
+    cfg: Config,
+    store: Arc<dyn Store>,
+    sessions: Sessions,
+    issuer: EarIssuer,
+    verifier: RwLock<Arc<Verifier>>,
+    texts: Mutex<VerifierTexts>,
+    resource_policy: RwLock<Arc<Policy>>,
+    admin_keys: Vec<p256::ecdsa::VerifyingKey>,
+    metrics: Metrics,
+}
+
+impl std::fmt::Debug for Kbs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kbs")
+            .field("listen", &self.cfg.listen)
+            .finish_non_exhaustive()
+    }
+}
+
+fn io_err(what: String) -> impl FnOnce(std::io::Error) -> KbsError {
+    move |source| KbsError::Io { what, source }
+}
+
+fn load_or_create_signing_key(path: &Path) -> Result<p256::ecdsa::SigningKey, KbsError> {
+    match std::fs::read_to_string(path) {
+        Ok(pem) => p256::ecdsa::SigningKey::from_pkcs8_pem(&pem)
+            .map_err(|e| KbsError::Config(format!("token signing key {}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
+            let pem = key
+                .to_pkcs8_pem(LineEnding::LF)
+                .map_err(|e| KbsError::Config(format!("encoding signing key: {e}")))?;
+            write_private(path, pem.as_bytes())?;
+            Ok(key)
+        }
+        Err(e) => Err(io_err(format!("reading {}", path.display()))(e)),
+    }
+}
+
+fn write_private(path: &Path, data: &[u8]) -> Result<(), KbsError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io_err(format!("creating {}", tmp.display())))?;
+    f.write_all(data)
+        .and_then(|_| f.sync_all())
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(io_err(format!("writing {}", path.display())))
+}
+
+fn text_of(store: &dyn Store, key: &str, file: Option<&Path>) -> Result<Option<String>, KbsError> {
+    if let Some(v) = store.get(Namespace::Config, key)? {
+        return String::from_utf8(v)
+            .map(Some)
+            .map_err(|_| KbsError::Config(format!("stored {key} is not UTF-8")));
+    }
+    match file {
+        Some(p) => std::fs::read_to_string(p)
+            .map(Some)
+            .map_err(io_err(format!("reading {key} file {}", p.display()))),
+        None => Ok(None),
+    }
+}
+
+impl Kbs {
+    /// Open a KBS with the embedded file store in `cfg.data_dir`.
+    pub fn open(cfg: Config) -> Result<Arc<Self>, KbsError> {
+        std::fs::create_dir_all(&cfg.data_dir).map_err(io_err(format!(
+            "creating data dir {}",
+            cfg.data_dir.display()
+        )))?;
+        let store = Arc::new(FileStore::open(&cfg.data_dir.join("store"))?);
+        Self::open_with_store(cfg, store)
+    }
+
+    /// Open a KBS over any [`Store`] (the signing key still lives in the data dir).
+    pub fn open_with_store(cfg: Config, store: Arc<dyn Store>) -> Result<Arc<Self>, KbsError> {
+        std::fs::create_dir_all(&cfg.data_dir).map_err(io_err(format!(
+            "creating data dir {}",
+            cfg.data_dir.display()
+        )))?;
+        let key = load_or_create_signing_key(&cfg.data_dir.join("token-signing-key.pem"))?;
+        let mut issuer = EarIssuer::new(key);
+        issuer.lifetime_secs = cfg.token_lifetime_secs;
+        let texts = VerifierTexts {
+            policy: text_of(store.as_ref(), KEY_ATTESTATION_POLICY, None)?,
+            anchors: text_of(
+                store.as_ref(),
+                KEY_TRUST_ANCHORS,
+                cfg.trust_anchors.as_deref(),
+            )?,
+            refvals: text_of(
+                store.as_ref(),
+                KEY_REFERENCE_VALUES,
+                cfg.reference_values.as_deref(),
+            )?,
+        };
+        let verifier = build_verifier(&texts).map_err(KbsError::Config)?;
+        let rp_text = text_of(store.as_ref(), KEY_RESOURCE_POLICY, None)?
+            .unwrap_or_else(|| DEFAULT_RESOURCE_POLICY.to_string());
+        let resource_policy = Policy::new("resource-policy.rego", &rp_text)
+            .map_err(|e| KbsError::Config(e.to_string()))?;
+        let mut admin_files = cfg.admin_public_keys.clone();
+        let default_admin = cfg.data_dir.join("admin.pub.pem");
+        if admin_files.is_empty() && default_admin.exists() {
+            admin_files.push(default_admin);
+        }
+        let mut admin_keys = Vec::new();
+        for f in &admin_files {
+            let pem = std::fs::read_to_string(f)
+                .map_err(io_err(format!("reading admin key {}", f.display())))?;
+            admin_keys.push(
+                admin::verifying_key_from_pem(&pem)
+                    .map_err(|e| KbsError::Config(format!("{}: {e}", f.display())))?,
+            );
+        }
+        let sessions = Sessions::new(Duration::from_secs(cfg.session_ttl_secs), cfg.max_sessions);
+        Ok(Arc::new(Self {
+            cfg,
+            store,
+            sessions,
+            issuer,
+            verifier: RwLock::new(Arc::new(verifier)),
+            texts: Mutex::new(texts),
+            resource_policy: RwLock::new(Arc::new(resource_policy)),
+            admin_keys,
+            metrics: Metrics::default(),
+        }))
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Number of sessions currently held.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// The public key attestation tokens are signed with (JWK).
+    pub fn token_public_jwk(&self) -> Value {
+        self.issuer.public_jwk()
+    }
+
+    fn verifier(&self) -> Arc<Verifier> {
+        self.verifier
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn resource_policy(&self) -> Arc<Policy> {
+        self.resource_policy
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The axum router of the whole service.
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/kbs/v0/auth", post(auth))
+            .route("/kbs/v0/attest", post(attest))
+            .route(
+                "/kbs/v0/resource/{repo}/{kind}/{tag}",
+                get(get_resource)
+                    .post(set_resource)
+                    .put(set_resource)
+                    .delete(delete_resource),
+            )
+            .route("/kbs/v0/attestation-policy", post(set_attestation_policy))
+            .route("/kbs/v0/resource-policy", post(set_resource_policy))
+            .route("/kbs/v0/reference-value", post(set_reference_values))
+            .route("/kbs/v0/trust-anchors", post(set_trust_anchors))
+            .route("/metrics", get(metrics))
+            .route("/health", get(health))
+            .route("/kbs/v0/health", get(health))
+            .fallback(|| async { Problem::not_found("NotFound", "no such endpoint") })
+            .layer(middleware::from_fn_with_state(self.clone(), track))
+            .layer(DefaultBodyLimit::max(self.cfg.max_body_bytes))
+            .with_state(self.clone())
+    }
+
+    /// Serve plain HTTP on an already bound listener (tests, `--insecure-http`).
+    pub async fn serve_http(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+    ) -> Result<(), KbsError> {
+        let app = self.router();
+        axum::serve(listener, app)
+            .await
+            .map_err(io_err("serving HTTP".into()))
+    }
+
+    /// Serve according to the configuration: HTTPS with the configured
+    /// certificate, or HTTP when `insecure_http` is set.
+    pub async fn serve(self: Arc<Self>) -> Result<(), KbsError> {
+        let addr: SocketAddr = self.cfg.listen;
+        if self.cfg.insecure_http {
+            if !addr.ip().is_loopback() {
+                tracing::warn!("serving plain HTTP on non-loopback address {addr}");
+            }
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(io_err(format!("binding {addr}")))?;
+            tracing::info!("KBS listening on http://{addr}");
+            return self.serve_http(listener).await;
+        }
+        let (Some(cert), Some(key)) = (&self.cfg.tls_cert, &self.cfg.tls_key) else {
+            return Err(KbsError::Config(
+                "HTTPS needs tls_cert and tls_key in the config; use --insecure-http for plain HTTP on loopback".into(),
+            ));
+        };
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+            .await
+            .map_err(io_err(format!(
+                "loading TLS cert {} / key {}",
+                cert.display(),
+                key.display()
+            )))?;
+        tracing::info!("KBS listening on https://{addr}");
+        let app = self.router();
+        axum_server::bind_rustls(addr, tls)
+            .serve(app.into_make_service())
+            .await
+            .map_err(io_err("serving HTTPS".into()))
+    }
+}
+
+async fn track(State(k): State<Arc<Kbs>>, req: axum::extract::Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    k.metrics
+        .request(&route, resp.status().as_u16(), start.elapsed());
+    resp
+}
+
+fn body_problem(r: BytesRejection) -> Problem {
+    let status = r.status();
+    let kind = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        "BodyTooLarge"
+    } else {
+        "BadBody"
+    };
+    Problem::new(status, kind, r.body_text())
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(what: &str, body: &[u8]) -> Result<T, Problem> {
+    serde_json::from_slice(body)
+        .map_err(|e| Problem::bad_request("MalformedRequest", format!("{what} JSON: {e}")))
+}
+
+fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == SESSION_COOKIE)
+        .map(|(_, v)| v.to_string())
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+}
+
+fn check_version(v: &str) -> Result<(), Problem> {
+    let parts: Vec<u64> = v.split('.').filter_map(|p| p.parse().ok()).collect();
+    match parts.as_slice() {
+        [0, minor, _] if *minor <= 4 => Ok(()),
+        _ => Err(Problem::bad_request(
+            "ProtocolVersion",
+            format!("protocol version {v:?} is not supported: expected 0.1.0 ..= 0.4.x"),
+        )),
+    }
+}
+
+async fn auth(
+    State(k): State<Arc<Kbs>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let body = body.map_err(body_problem)?;
+    let req: Request = parse_json("Request", &body)?;
+    check_version(&req.version)?;
+    match req.tee {
+        Tee::Cca | Tee::Snp | Tee::Tdx => {}
+        Tee::Sample if k.cfg.insecure_sample => {}
+        Tee::Sample => {
+            return Err(Problem::unauthorized(
+                "SampleEvidenceDisabled",
+                "tee \"sample\" is accepted only by a KBS started with insecure_sample",
+            ))
+        }
+        other => {
+            return Err(Problem::bad_request(
+                "UnsupportedTee",
+                format!("tee {other} is not supported: expected cca, snp or tdx"),
+            ))
+        }
+    }
+    let (id, nonce) = k.sessions.open(req.tee);
+    let cookie = format!(
+        "{SESSION_COOKIE}={id}; Path=/kbs/v0; Max-Age={}; HttpOnly",
+        k.cfg.session_ttl_secs
+    );
+    let challenge = Challenge {
+        nonce,
+        extra_params: Value::String(String::new()),
+    };
+    Ok(([(header::SET_COOKIE, cookie)], Json(challenge)).into_response())
+}
+
+fn check_tee_pubkey(key: &TeePubKey) -> Result<(), Problem> {
+    let bad = |m: String| Problem::bad_request("UnsupportedTeeKey", m);
+    match key {
+        TeePubKey::EC { crv, alg, x, y } => {
+            if crv != "P-256" || alg != ALG_ECDH_ES_A256KW {
+                return Err(bad(format!(
+                    "EC tee-pubkey {crv}/{alg}: expected P-256/{ALG_ECDH_ES_A256KW}"
+                )));
+            }
+            p256_from_xy(x, y)
+                .map(|_| ())
+                .map_err(|e| bad(e.to_string()))
+        }
+        TeePubKey::RSA { alg, .. } if alg == ALG_RSA_OAEP_256 => Ok(()),
+        TeePubKey::RSA { alg, .. } => Err(bad(format!(
+            "RSA tee-pubkey alg {alg}: expected {ALG_RSA_OAEP_256}"
+        ))),
+        TeePubKey::AKP { alg, .. } => Err(bad(format!("AKP tee-pubkey ({alg}) is not supported"))),
+    }
+}
+
+fn failures_text(f: &[Failure]) -> String {
+    if f.is_empty() {
+        return "no individual failure recorded".into();
+    }
+    f.iter()
+        .map(|x| x.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn sample_appraisal(evidence: &Value, expected: &[u8; 64]) -> Result<Appraisal, Problem> {
+    let rd = evidence
+        .get("report_data")
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| {
+            Problem::bad_request("EvidenceMalformed", "sample evidence lacks report_data")
+        })?;
+    let rd = STANDARD
+        .decode(rd)
+        .or_else(|_| URL_SAFE_NO_PAD.decode(rd))
+        .map_err(|_| {
+            Problem::bad_request("EvidenceMalformed", "sample report_data is not base64")
+        })?;
+    let mut padded = rd.clone();
+    padded.resize(64, 0);
+    let mut failures = Vec::new();
+    if rd.len() > 64 || padded.as_slice() != expected.as_slice() {
+        failures.push(Failure {
+            claim: "report_data".into(),
+            expected: hex::encode(expected),
+            found: hex::encode(&rd),
+        });
+    }
+    let ok = failures.is_empty();
+    let mut tv = std::collections::BTreeMap::new();
+    tv.insert("instance-identity".to_string(), if ok { 2 } else { 96 });
+    tv.insert("hardware".to_string(), 32);
+    Ok(Appraisal {
+        tee: VTee::Sim,
+        status: if ok {
+            Status::Warning
+        } else {
+            Status::Contraindicated
+        },
+        trust_vector: tv,
+        simulated: true,
+        claims: json!({"sample": evidence}),
+        report_data: hex::encode(&rd),
+        init_data: None,
+        failures,
+        checks: Vec::new(),
+        policy_id: "sample".into(),
+    })
+}
+
+async fn attest(
+    State(k): State<Arc<Kbs>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let id = session_cookie(&headers).ok_or_else(|| {
+        Problem::unauthorized(
+            "MissingCookie",
+            format!("no {SESSION_COOKIE} cookie: call /auth first"),
+        )
+    })?;
+    let (nonce, tee) = k.sessions.take_nonce(&id).map_err(|e| match e {
+        SessionError::Spent => Problem::unauthorized("NonceReused", e.to_string()),
+        _ => Problem::unauthorized("InvalidSession", e.to_string()),
+    })?;
+    let tee_name = tee.to_string();
+    let refuse = |p: Problem, outcome: &'static str| {
+        k.metrics.attestation(&tee_name, outcome);
+        p
+    };
+    let body = body.map_err(|r| refuse(body_problem(r), "malformed"))?;
+    let att: Attestation = parse_json("Attestation", &body).map_err(|p| refuse(p, "malformed"))?;
+    if att.runtime_data.nonce != nonce {
+        return Err(refuse(
+            Problem::unauthorized(
+                "NonceMismatch",
+                "runtime-data nonce does not match this session's challenge",
+            ),
+            "refused",
+        ));
+    }
+    check_tee_pubkey(&att.runtime_data.tee_pubkey).map_err(|p| refuse(p, "malformed"))?;
+    let additional = &att.tee_evidence.additional_evidence;
+    let rd = report_data(&nonce, &att.runtime_data.tee_pubkey, additional).map_err(|e| {
+        refuse(
+            Problem::bad_request("MalformedRequest", e.to_string()),
+            "malformed",
+        )
+    })?;
+    let init_digest = match &att.init_data {
+        Some(init) => Some(
+            init_data_digest(init)
+                .map_err(|e| refuse(Problem::bad_request("BadInitData", e), "malformed"))?,
+        ),
+        None => None,
+    };
+    let now = now_secs();
+    let appraisal = match tee {
+        Tee::Sample => sample_appraisal(&att.tee_evidence.primary_evidence, &rd)
+            .map_err(|p| refuse(p, "malformed"))?,
+        other => {
+            let vtee = match other {
+                Tee::Cca => VTee::Cca,
+                Tee::Snp => VTee::Snp,
+                _ => VTee::Tdx,
+            };
+            let evidence = serde_json::to_vec(&att.tee_evidence.primary_evidence).map_err(|e| {
+                refuse(
+                    Problem::bad_request("EvidenceMalformed", e.to_string()),
+                    "malformed",
+                )
+            })?;
+            k.verifier()
+                .appraise(
+                    vtee,
+                    &evidence,
+                    Some(ReportData(rd)),
+                    init_digest.as_deref(),
+                    now,
+                )
+                .map_err(|e| {
+                    refuse(
+                        Problem::bad_request("EvidenceMalformed", format!("{tee} evidence: {e}")),
+                        "malformed",
+                    )
+                })?
+        }
+    };
+    if matches!(appraisal.status, Status::Contraindicated | Status::None) {
+        return Err(refuse(
+            Problem::unauthorized(
+                "AttestationFailed",
+                format!(
+                    "evidence failed appraisal ({}): {}",
+                    appraisal.status.as_str(),
+                    failures_text(&appraisal.failures)
+                ),
+            ),
+            "refused",
+        ));
+    }
+    let mut runtime = json!({
+        "nonce": nonce,
+        "tee-pubkey": att.runtime_data.tee_pubkey,
+    });
+    if tee == Tee::Sample {
+        runtime["insecure-sample"] = json!(true);
+    }
+    let init_claims = att
+        .init_data
+        .as_ref()
+        .map(|i| json!({"format": i.format, "digest": init_digest.as_deref().map(hex::encode)}));
+    let submod = Submod {
+        name: "cpu0".into(),
+        appraisal: &appraisal,
+        runtime_data_claims: Some(runtime),
+        init_data_claims: init_claims,
+    };
+    let token = k
+        .issuer
+        .issue(&[submod], now)
+        .map_err(|e| refuse(Problem::internal(format!("issuing EAR: {e}")), "error"))?;
+    let claims = token
+        .split('.')
+        .nth(1)
+        .and_then(|b| URL_SAFE_NO_PAD.decode(b).ok())
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .unwrap_or(Value::Null);
+    k.sessions.set_attested(&id, claims);
+    k.metrics.attestation(&tee_name, "ok");
+    Ok(Json(json!({ "token": token })).into_response())
+}
+
+fn resource_path(
+    p: Result<UrlPath<(String, String, String)>, PathRejection>,
+) -> Result<ResourcePath, Problem> {
+    let UrlPath((r, t, g)) =
+        p.map_err(|e| Problem::bad_request("BadResourcePath", e.body_text()))?;
+    ResourcePath::new(&r, &t, &g)
+        .map_err(|e| Problem::bad_request("BadResourcePath", e.to_string()))
+}
+
+async fn get_resource(
+    State(k): State<Arc<Kbs>>,
+    headers: HeaderMap,
+    path: Result<UrlPath<(String, String, String)>, PathRejection>,
+) -> Result<Response, Problem> {
+    let path = resource_path(path)?;
+    let claims = if let Some(token) = bearer(&headers) {
+        cloister_attestation::ear::verify_jwt(token, &k.issuer.verifying_key(), now_secs())
+            .map_err(|e| Problem::unauthorized("InvalidToken", format!("attestation token: {e}")))?
+    } else if let Some(id) = session_cookie(&headers) {
+        k.sessions
+            .claims(&id)
+            .map_err(|e| Problem::unauthorized("InvalidSession", e.to_string()))?
+    } else {
+        return Err(Problem::unauthorized(
+            "Unauthenticated",
+            "no Bearer token and no attested kbs-session-id cookie",
+        ));
+    };
+    let tee_key: TeePubKey = claims
+        .pointer(TEE_PUBKEY_POINTER)
+        .cloned()
+        .and_then(|v| serde_json::from_value(v).ok())
+        .ok_or_else(|| {
+            Problem::unauthorized("InvalidToken", "token carries no usable tee-pubkey")
+        })?;
+    let data = json!({"resource-path": path.to_string(), "allow-sim": k.cfg.allow_sim});
+    match k
+        .resource_policy()
+        .eval(RESOURCE_POLICY_QUERY, &claims, Some(&data))
+    {
+        Ok(Value::Bool(true)) => {}
+        Ok(_) | Err(cloister_policy::PolicyError::Undefined(_)) => {
+            return Err(Problem::forbidden(
+                "PolicyDenied",
+                format!("resource policy denies {path} to this attestation"),
+            ))
+        }
+        Err(e) => {
+            return Err(Problem::forbidden(
+                "PolicyDenied",
+                format!("resource policy failed for {path}: {e}"),
+            ))
+        }
+    }
+    let secret = k
+        .store
+        .get(Namespace::Resource, &path.to_string())
+        .map_err(|e| Problem::internal(e.to_string()))?
+        .ok_or_else(|| Problem::not_found("ResourceNotFound", format!("no resource {path}")))?;
+    let resp = jwe::encrypt(&tee_key, &secret)
+        .map_err(|e| Problem::bad_request("UnsupportedTeeKey", e.to_string()))?;
+    Ok(Json(resp).into_response())
+}
+
+fn require_admin(k: &Kbs, headers: &HeaderMap) -> Result<(), Problem> {
+    if k.admin_keys.is_empty() {
+        return Err(Problem::unauthorized(
+            "AdminDisabled",
+            "no admin public key is configured: admin API denies all writes",
+        ));
+    }
+    let token = bearer(headers).ok_or_else(|| {
+        Problem::unauthorized(
+            "AdminUnauthorized",
+            "admin write needs Authorization: Bearer <admin token>",
+        )
+    })?;
+    admin::verify_token(token, &k.admin_keys, now_secs())
+        .map_err(|e| Problem::unauthorized("AdminUnauthorized", e.to_string()))
+}
+
+async fn set_resource(
+    State(k): State<Arc<Kbs>>,
+    headers: HeaderMap,
+    path: Result<UrlPath<(String, String, String)>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    require_admin(&k, &headers)?;
+    let path = resource_path(path)?;
+    let body = body.map_err(body_problem)?;
+    k.store
+        .put(Namespace::Resource, &path.to_string(), &body)
+        .map_err(|e| Problem::internal(e.to_string()))?;
+    tracing::info!("admin: set resource {path} ({} bytes)", body.len());
+    Ok(StatusCode::OK.into_response())
+}
+
+async fn delete_resource(
+    State(k): State<Arc<Kbs>>,
+    headers: HeaderMap,
+    path: Result<UrlPath<(String, String, String)>, PathRejection>,
+) -> Result<Response, Problem> {
+    require_admin(&k, &headers)?;
+    let path = resource_path(path)?;
+    if k.store
+        .delete(Namespace::Resource, &path.to_string())
+        .map_err(|e| Problem::internal(e.to_string()))?
+    {
+        Ok(StatusCode::OK.into_response())
+    } else {
+        Err(Problem::not_found(
+            "ResourceNotFound",
+            format!("no resource {path}"),
+        ))
+    }
+}
+
+fn policy_text(body: &[u8]) -> Result<String, Problem> {
+    let v: Value = parse_json("policy request", body)?;
+    let b64 = v.get("policy").and_then(|p| p.as_str()).ok_or_else(|| {
+        Problem::bad_request(
+            "MalformedRequest",
+            "expected {\"policy\": \"<base64 of Rego text>\"}",
+        )
+    })?;
+    if let Some(t) = v.get("type").and_then(|t| t.as_str()) {
+        if t != "rego" {
+            return Err(Problem::bad_request(
+                "BadPolicy",
+                format!("policy type {t:?}, expected \"rego\""),
+            ));
+        }
+    }
+    let raw = URL_SAFE_NO_PAD
+        .decode(b64)
+        .or_else(|_| URL_SAFE.decode(b64))
+        .or_else(|_| STANDARD.decode(b64))
+        .map_err(|_| Problem::bad_request("BadPolicy", "policy is not base64"))?;
+    String::from_utf8(raw).map_err(|_| Problem::bad_request("BadPolicy", "policy is not UTF-8"))
+}
+
+fn update_verifier(
+    k: &Kbs,
+    key: &str,
+    text: String,
+    set: impl FnOnce(&mut VerifierTexts, String),
+) -> Result<Response, Problem> {
+    let mut texts = k.texts.lock().unwrap_or_else(|e| e.into_inner());
+    let mut candidate = texts.clone();
+    set(&mut candidate, text.clone());
+    let verifier = build_verifier(&candidate).map_err(|e| Problem::bad_request("BadConfig", e))?;
+    k.store
+        .put(Namespace::Config, key, text.as_bytes())
+        .map_err(|e| Problem::internal(e.to_string()))?;
+    *texts = candidate;
+    *k.verifier.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(verifier);
+    tracing::info!("admin: set {key}");
+    Ok(StatusCode::OK.into_response())
+}
+
+async fn set_attestation_policy(
+    State(k): State<Arc<Kbs>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    require_admin(&k, &headers)?;
+    let text = policy_text(&body.map_err(body_problem)?)?;
+    update_verifier(&k, KEY_ATTESTATION_POLICY, text, |t, v| t.policy = Some(v))
+}
+
+async fn set_resource_policy(
+    State(k): State<Arc<Kbs>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    require_admin(&k, &headers)?;
+    let text = policy_text(&body.map_err(body_problem)?)?;
+    let policy = Policy::new("resource-policy.rego", &text)
+        .map_err(|e| Problem::bad_request("BadPolicy", e.to_string()))?;
+    k.store
+        .put(Namespace::Config, KEY_RESOURCE_POLICY, text.as_bytes())
+        .map_err(|e| Problem::internal(e.to_string()))?;
+    *k.resource_policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
+    tracing::info!("admin: set resource policy");
+    Ok(StatusCode::OK.into_response())
+}
+
+fn utf8_body(body: Result<Bytes, BytesRejection>) -> Result<String, Problem> {
+    let body = body.map_err(body_problem)?;
+    String::from_utf8(body.to_vec())
+        .map_err(|_| Problem::bad_request("MalformedRequest", "body is not UTF-8"))
+}
+
+async fn set_reference_values(
+    State(k): State<Arc<Kbs>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    require_admin(&k, &headers)?;
+    let text = utf8_body(body)?;
+    update_verifier(&k, KEY_REFERENCE_VALUES, text, |t, v| t.refvals = Some(v))
+}
+
+async fn set_trust_anchors(
+    State(k): State<Arc<Kbs>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    require_admin(&k, &headers)?;
+    let text = utf8_body(body)?;
+    update_verifier(&k, KEY_TRUST_ANCHORS, text, |t, v| t.anchors = Some(v))
+}
+
+async fn metrics(State(k): State<Arc<Kbs>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        k.metrics.render(k.sessions.len()),
+    )
+        .into_response()
+}
+
+async fn health() -> Response {
+    Json(json!({"status": "ok"})).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions() {
+        assert!(check_version("0.4.0").is_ok());
+        assert!(check_version("0.1.0").is_ok());
+        assert!(check_version("0.5.0").is_err());
+        assert!(check_version("1.0.0").is_err());
+        assert!(check_version("x").is_err());
+    }
+
+    #[test]
+    fn initdata_digest_follows_algorithm() {
+        let body = "version = \"0.1.0\"\nalgorithm = \"sha256\"\n[data]\n".to_string();
+        let d = init_data_digest(&InitData {
+            format: "toml".into(),
+            body: body.clone(),
+        })
+        .unwrap();
+        assert_eq!(d, sha2::Sha256::digest(body.as_bytes()).to_vec());
+        assert!(init_data_digest(&InitData {
+            format: "json".into(),
+            body
+        })
+        .is_err());
+        let bad = "algorithm = \"md5\"\n".to_string();
+        assert!(init_data_digest(&InitData {
+            format: "toml".into(),
+            body: bad
+        })
+        .is_err());
+    }
+
+    #[test]
+    fn cookie_parsing() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            "a=b; kbs-session-id=abc; c=d".parse().unwrap(),
+        );
+        assert_eq!(session_cookie(&h).as_deref(), Some("abc"));
+    }
+}

@@ -1,0 +1,27 @@
+# Sample resource policy for development: releases to sim evidence whatever
+# the KBS configuration says, but still never to insecure "sample" evidence
+# or to evidence with appraisal failures. Load with
+#   cloister kbs admin --kbs URL --key KEY set-policy resource policies/kbs/allow-sim-resource-policy.rego
+package policy
+
+import rego.v1
+
+default allow := false
+
+cpu0 := input.submods.cpu0
+
+# The EAR status: `ear_status` (EAR draft as the `ear` crate 0.6 writes it)
+# or `ear.status` (older Trustee tokens).
+status := s if {
+	s := cpu0.ear_status
+} else := s if {
+	s := cpu0["ear.status"]
+}
+
+evidence := cpu0["ear.veraison.annotated-evidence"]
+
+allow if {
+	status in {"affirming", "warning"}
+	not evidence.runtime_data_claims["insecure-sample"]
+	count(evidence.failures) == 0
+}
