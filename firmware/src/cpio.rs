@@ -237,6 +237,47 @@ impl Initramfs {
         self.entries.is_empty()
     }
 
+    /// Reads an archive written by this builder back into a builder, so that
+    /// entries can be added or replaced ([`Initramfs::remove`]) and it can be
+    /// written again. Inode numbers are reassigned on write.
+    pub fn from_archive(bytes: &[u8]) -> Result<Initramfs, CpioError> {
+        let mut fs = Initramfs::new();
+        for e in parse(bytes)? {
+            let perm = e.perm();
+            let kind = match e.mode & S_IFMT {
+                S_IFREG => EntryKind::File(e.data),
+                S_IFDIR => EntryKind::Dir,
+                S_IFLNK => EntryKind::Symlink(String::from_utf8(e.data).map_err(|_| {
+                    CpioError::Malformed {
+                        offset: 0,
+                        reason: format!("symlink target of {:?} is not UTF-8", e.path),
+                    }
+                })?),
+                S_IFCHR => EntryKind::CharDevice(e.rdev.0, e.rdev.1),
+                S_IFBLK => EntryKind::BlockDevice(e.rdev.0, e.rdev.1),
+                other => {
+                    return Err(CpioError::Malformed {
+                        offset: 0,
+                        reason: format!("{:?} has unsupported file type {other:#o}", e.path),
+                    })
+                }
+            };
+            fs.add(&e.path, perm, kind)?;
+        }
+        Ok(fs)
+    }
+
+    /// Removes an entry (and, for a directory, everything below it).
+    /// Returns whether anything was removed.
+    pub fn remove(&mut self, path: &str) -> Result<bool, CpioError> {
+        let path = normalize(path)?;
+        let prefix = format!("{path}/");
+        let before = self.entries.len();
+        self.entries
+            .retain(|p, _| p != &path && !p.starts_with(&prefix));
+        Ok(self.entries.len() != before)
+    }
+
     /// Writes the archive; returns the number of bytes written.
     pub fn write_to<W: Write>(&self, w: &mut W) -> std::io::Result<u64> {
         let mut n = 0u64;
@@ -542,6 +583,22 @@ mod tests {
         assert!(line("bin/sh").starts_with("lrwxrwxrwx"));
         assert!(line("bin/sh").ends_with("bin/sh -> /init"));
         assert!(line("init").contains(" root "), "{}", line("init"));
+    }
+
+    #[test]
+    fn reads_back_and_edits_an_archive() {
+        let orig = sample(false);
+        let bytes = orig.to_bytes();
+        let mut back = Initramfs::from_archive(&bytes).unwrap();
+        assert_eq!(back.to_bytes(), bytes);
+        assert!(back.remove("/init").unwrap());
+        assert!(!back.remove("init").unwrap());
+        back.add_file("init", 0o755, b"#!/bin/sh\n".to_vec())
+            .unwrap();
+        assert!(back.remove("lib").unwrap());
+        let paths: Vec<&str> = back.entries().map(|(p, _)| p).collect();
+        assert!(!paths.iter().any(|p| p.starts_with("lib")), "{paths:?}");
+        assert_eq!(back.len(), orig.len() - 4);
     }
 
     #[test]
