@@ -6,8 +6,10 @@ use clap::{Parser, Subcommand};
 mod cmd_assets;
 mod cmd_bench;
 mod cmd_check;
+mod cmd_measure;
 mod cmd_ps;
 mod cmd_run;
+mod cmd_sim;
 mod cmd_verify;
 
 #[derive(Debug, Parser)]
@@ -33,6 +35,10 @@ enum Command {
     Run(cmd_run::RunArgs),
     /// List running sandboxes.
     Ps(cmd_ps::PsArgs),
+    /// Predict the reference values a verifier expects for a launch.
+    Measure(cmd_measure::MeasureArgs),
+    /// Sim backend host state (trust anchor).
+    Sim(cmd_sim::SimArgs),
     /// Benchmarks (sandbox boot).
     Bench(cmd_bench::BenchArgs),
 }
@@ -45,6 +51,8 @@ fn main() -> anyhow::Result<()> {
         Command::Check(a) => cmd_check::run(a),
         Command::Run(a) => cmd_run::run(a),
         Command::Ps(a) => cmd_ps::run(a),
+        Command::Measure(a) => cmd_measure::run(a),
+        Command::Sim(a) => cmd_sim::run(a),
         Command::Bench(a) => cmd_bench::run(a),
     }
 }

@@ -93,3 +93,115 @@ mod tests {
         assert!(e.contains("arm64"), "{e}");
     }
 }
+
+/// Inputs of a CCA realm prediction beyond the [`Launch`]: the DTB QEMU
+/// generates for the machine (dump it with `-machine dumpdtb=FILE`), and the
+/// realm parameters QEMU's `rme-guest` passes.
+#[derive(Debug, Clone)]
+pub struct CcaMeasureInputs {
+    /// DTB bytes exactly as QEMU loads them.
+    pub dtb: Vec<u8>,
+    /// Realm parameters (IPA width, SVE, PMU, breakpoints, hash).
+    pub params: cloister_measure::cca::RealmParams,
+    /// Whether QEMU reserves the (unmeasured) measurement log.
+    pub measurement_log: bool,
+}
+
+impl CcaBackend {
+    /// The realm reference values for `launch` under QEMU `virt`: RIM over
+    /// REALM_CREATE, INIT_RIPAS of RAM, the kernel, initrd and DTB at QEMU's
+    /// addresses, and the boot REC; RPV = the initdata digest.
+    pub fn reference_values(
+        &self,
+        launch: &Launch,
+        inputs: &CcaMeasureInputs,
+    ) -> Result<super::ReferenceValues, super::MeasureError> {
+        use cloister_measure::cca::vmm::{LaunchImages, QemuVirt};
+        let kernel = super::read_input("kernel", &launch.kernel)?;
+        let initrd = super::read_input("initramfs", &launch.initramfs)?;
+        let mut params = inputs.params;
+        params.hash_algo = self.measurement_algorithm;
+        let vmm = QemuVirt {
+            ram_size: u64::from(launch.memory_mib) << 20,
+            measurement_log: inputs.measurement_log,
+        };
+        let layout = vmm.layout(Some(&kernel), Some(initrd.len() as u64))?;
+        let plan = layout.plan(
+            params,
+            cloister_measure::cca::RmmVersion::V1,
+            LaunchImages {
+                kernel: Some(&kernel),
+                initrd: Some(&initrd),
+                dtb: &inputs.dtb,
+            },
+        )?;
+        let rim = plan.rim()?;
+        let rpv = initdata_field(launch, TeeKind::Cca)?;
+        let mut rv = super::ReferenceValues::default();
+        rv.cca_realm.push(super::refvals::RealmRef {
+            rim: rim.as_bytes().to_vec(),
+            rems: None,
+            rpv,
+            rak_hash_algorithm: None,
+        });
+        Ok(rv)
+    }
+}
+
+#[cfg(test)]
+mod refval_tests {
+    use super::*;
+    use cloister_measure::cca::{RealmFlags, RealmParams};
+
+    #[test]
+    fn realm_reference_values_track_the_inputs() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut launch = crate::host::testutil::launch(dir.path());
+        let mut k = vec![0u8; 8192];
+        let h = cloister_measure::cca::vmm::ArmImageHeader {
+            text_offset: 0,
+            image_size: 8192,
+            flags: 0xa,
+        };
+        k[..64].copy_from_slice(&h.to_bytes());
+        std::fs::write(&launch.kernel, &k).unwrap();
+        let inputs = CcaMeasureInputs {
+            dtb: vec![0xd0; 4000],
+            params: RealmParams {
+                flags: RealmFlags::default(),
+                s2sz: 41,
+                sve_vl: 0,
+                num_bps: 5,
+                num_wps: 3,
+                pmu_num_ctrs: 0,
+                hash_algo: cloister_measure::cca::HashAlgo::Sha512,
+            },
+            measurement_log: false,
+        };
+        let a = CcaBackend::default()
+            .reference_values(&launch, &inputs)
+            .unwrap();
+        assert_eq!(a.cca_realm[0].rim.len(), 64);
+        assert_eq!(
+            a.cca_realm[0].rpv,
+            initdata_field(&launch, TeeKind::Cca).unwrap()
+        );
+        launch.cmdline.push_str(" x"); // the command line lives in the DTB, not here
+        let mut other = inputs.clone();
+        other.dtb[10] ^= 1;
+        let b = CcaBackend::default()
+            .reference_values(&launch, &other)
+            .unwrap();
+        assert_ne!(a.cca_realm[0].rim, b.cca_realm[0].rim);
+        // A bzImage is not an arm64 Image.
+        std::fs::write(&launch.kernel, vec![0u8; 8192]).unwrap();
+        let e = CcaBackend::default()
+            .reference_values(&launch, &inputs)
+            .unwrap_err();
+        assert!(
+            crate::host::chain(&e).contains("arm64"),
+            "{}",
+            crate::host::chain(&e)
+        );
+    }
+}
