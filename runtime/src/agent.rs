@@ -138,14 +138,17 @@ impl AgentClient {
                 what: "Check",
                 after: left,
             })?
-            .map_err(|e| match e {
-                ttrpc::Error::Others(m) if m.contains("timeout") || m.contains("Timeout") => {
+            .map_err(|e| {
+                // ttrpc reports its own deadline as an error of its own words;
+                // what matters is that ours has passed.
+                if Instant::now() + Duration::from_millis(100) >= deadline {
                     AgentError::Timeout {
                         what: "Check",
                         after: left,
                     }
+                } else {
+                    rpc_err("Check", e)
                 }
-                e => rpc_err("Check", e),
             })?;
         let status = resp.status.enum_value_or_default();
         if status != health::health_check_response::ServingStatus::SERVING {

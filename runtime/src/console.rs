@@ -39,6 +39,21 @@ pub fn clean(line: &str) -> String {
     out
 }
 
+/// The `n` non-empty lines that end with the kernel panic line (what led to
+/// it), or the last `n` lines if there is no panic.
+pub fn panic_context(console: &str, n: usize) -> Vec<String> {
+    let lines: Vec<String> = console
+        .lines()
+        .map(clean)
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    let end = lines
+        .iter()
+        .position(|l| l.contains(PANIC_MARKER))
+        .map_or(lines.len(), |i| i + 1);
+    lines[end.saturating_sub(n)..end].to_vec()
+}
+
 /// The last `n` non-empty lines of the console, cleaned.
 pub fn last_lines(console: &str, n: usize) -> Vec<String> {
     let lines: Vec<String> = console
@@ -72,6 +87,11 @@ mod tests {
             "{p}"
         );
         assert_eq!(find_panic("[ 1.0] Run /init as init process\n"), None);
+        let ctx = panic_context(PANIC, 2);
+        assert!(
+            ctx[0].contains("Run /nope") && ctx[1].contains("Kernel panic"),
+            "{ctx:?}"
+        );
         let last = last_lines(PANIC, 2);
         assert_eq!(last.len(), 2);
         assert!(last[1].contains("Comm: swapper/0"));

@@ -309,7 +309,7 @@ impl Sandbox {
         if let Some(line) = console::find_panic(&text) {
             return Some(SandboxError::KernelPanic {
                 line,
-                tail: console::last_lines(&text, CONSOLE_TAIL),
+                tail: console::panic_context(&text, CONSOLE_TAIL),
             });
         }
         match self.vm.try_wait() {
