@@ -598,7 +598,7 @@ mod tests {
         assert!(back.remove("lib").unwrap());
         let paths: Vec<&str> = back.entries().map(|(p, _)| p).collect();
         assert!(!paths.iter().any(|p| p.starts_with("lib")), "{paths:?}");
-        assert_eq!(back.len(), orig.len() - 4);
+        assert_eq!(back.len(), orig.len() - 5);
     }
 
     #[test]
