@@ -4,8 +4,10 @@
 use clap::{Parser, Subcommand};
 
 mod cmd_assets;
+mod cmd_attest;
 mod cmd_bench;
 mod cmd_check;
+mod cmd_kbs;
 mod cmd_measure;
 mod cmd_ps;
 mod cmd_run;
@@ -25,6 +27,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Key broker service: serve, administer, benchmark.
+    Kbs(cmd_kbs::KbsArgs),
+    /// Run the KBS attestation flow from the host (sim or test attester) and print a resource.
+    Attest(cmd_attest::AttestArgs),
     /// Verify and appraise attestation evidence; print the EAR claims as JSON.
     Verify(cmd_verify::VerifyArgs),
     /// Build or inspect the guest assets (kernel, initramfs, manifest).
@@ -46,6 +52,8 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Kbs(a) => cmd_kbs::run(a),
+        Command::Attest(a) => cmd_attest::run(a),
         Command::Verify(a) => cmd_verify::run(a),
         Command::Assets(a) => cmd_assets::run(a),
         Command::Check(a) => cmd_check::run(a),

@@ -1,0 +1,395 @@
+//! `cloister kbs`: run the key broker (`serve`), administer one (`admin`),
+//! and measure one under load (`bench`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use base64::Engine as _;
+use cloister_kbs::loadgen::{self, LoadConfig};
+use cloister_kbs::testing::TestCcaAttester;
+use cloister_kbs::{admin, Config, Kbs};
+use cloister_kbs_client::ResourcePath;
+
+/// Arguments of `cloister kbs`.
+#[derive(Debug, clap::Args)]
+pub struct KbsArgs {
+    #[command(subcommand)]
+    command: KbsCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum KbsCommand {
+    /// Run the KBS (HTTPS with the configured certificate, or HTTP with --insecure-http).
+    Serve(ServeArgs),
+    /// Administer a KBS: generate an admin key, write resources, policies,
+    /// reference values and trust anchors.
+    Admin(AdminArgs),
+    /// Load-test an in-process KBS on loopback with full RCAR flows.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// TOML configuration file (every field optional).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Listen address (overrides the config).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Data directory: store and token signing key (overrides the config).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Serve plain HTTP (for tests on 127.0.0.1 only).
+    #[arg(long)]
+    insecure_http: bool,
+    /// Let the default resource policy release to sim evidence.
+    #[arg(long)]
+    allow_sim: bool,
+    /// Accept Trustee's insecure `tee: "sample"` evidence (never released
+    /// by the default resource policy).
+    #[arg(long)]
+    insecure_sample: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct AdminArgs {
+    /// KBS base URL, e.g. https://kbs.example:8080.
+    #[arg(long, value_name = "URL", global = true)]
+    kbs: Option<String>,
+    /// Admin private key (PEM) from `cloister kbs admin keygen`.
+    #[arg(long, value_name = "FILE", global = true)]
+    key: Option<PathBuf>,
+    /// Extra CA certificate (PEM) to trust for HTTPS.
+    #[arg(long, value_name = "FILE", global = true)]
+    cacert: Option<PathBuf>,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum AdminCommand {
+    /// Generate an admin key pair: PREFIX.key.pem (private, 0600) and
+    /// PREFIX.pub.pem (give it to the KBS: admin_public_keys, or
+    /// DATA_DIR/admin.pub.pem).
+    Keygen {
+        /// Output prefix.
+        #[arg(long, default_value = "kbs-admin")]
+        out: PathBuf,
+    },
+    /// Store a resource (the file's bytes) at REPO/TYPE/TAG.
+    SetResource {
+        /// REPO/TYPE/TAG.
+        path: ResourcePath,
+        /// File holding the secret.
+        file: PathBuf,
+    },
+    /// Delete the resource at REPO/TYPE/TAG.
+    DeleteResource {
+        /// REPO/TYPE/TAG.
+        path: ResourcePath,
+    },
+    /// Set the attestation (appraisal) or resource policy from a Rego file.
+    SetPolicy {
+        /// Which policy.
+        #[arg(value_enum)]
+        which: PolicyKind,
+        /// Rego file.
+        file: PathBuf,
+    },
+    /// Set the reference values (file in the format `cloister verify` reads).
+    SetReferenceValues {
+        /// Reference values file.
+        file: PathBuf,
+    },
+    /// Set the CCA trust anchors (trust-anchor store JSON, e.g. from `cloister sim trust-anchor`).
+    SetTrustAnchors {
+        /// Trust anchor store file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum PolicyKind {
+    Attestation,
+    Resource,
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchArgs {
+    /// Concurrent client counts to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
+    clients: Vec<usize>,
+    /// Flows per client count.
+    #[arg(long, default_value_t = 3000)]
+    flows: usize,
+    /// Flows of the memory run (8 clients); 0 skips it.
+    #[arg(long, default_value_t = 100_000)]
+    memory_flows: usize,
+    /// Upper bound on each run's duration in seconds.
+    #[arg(long, default_value_t = 600)]
+    max_secs: u64,
+}
+
+/// Runs `cloister kbs`.
+pub fn run(args: KbsArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    match args.command {
+        KbsCommand::Serve(a) => rt.block_on(serve(a)),
+        KbsCommand::Admin(a) => rt.block_on(admin_cmd(a)),
+        KbsCommand::Bench(a) => rt.block_on(bench(a)),
+    }
+}
+
+async fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .try_init();
+    let mut cfg = match &a.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    if let Some(l) = a.listen {
+        cfg.listen = l;
+    }
+    if let Some(d) = a.data_dir {
+        cfg.data_dir = d;
+    }
+    cfg.insecure_http |= a.insecure_http;
+    cfg.allow_sim |= a.allow_sim;
+    cfg.insecure_sample |= a.insecure_sample;
+    let kbs = Kbs::open(cfg)?;
+    kbs.serve().await?;
+    Ok(())
+}
+
+fn http_client(cacert: Option<&Path>) -> anyhow::Result<reqwest::Client> {
+    let mut b = reqwest::Client::builder().timeout(Duration::from_secs(30));
+    if let Some(p) = cacert {
+        let pem = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+        b = b.add_root_certificate(
+            reqwest::Certificate::from_pem(&pem)
+                .with_context(|| format!("{} is not a PEM certificate", p.display()))?,
+        );
+    }
+    Ok(b.build()?)
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn read(p: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(p).with_context(|| format!("reading {}", p.display()))
+}
+
+async fn admin_cmd(a: AdminArgs) -> anyhow::Result<()> {
+    if let AdminCommand::Keygen { out } = &a.command {
+        let (sk, pk) = admin::keygen()?;
+        let key_path = PathBuf::from(format!("{}.key.pem", out.display()));
+        let pub_path = PathBuf::from(format!("{}.pub.pem", out.display()));
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&key_path)
+                .with_context(|| format!("creating {} (exists already?)", key_path.display()))?;
+            f.write_all(sk.as_bytes())?;
+        }
+        std::fs::write(&pub_path, pk).with_context(|| format!("writing {}", pub_path.display()))?;
+        println!("admin private key: {}", key_path.display());
+        println!("admin public key:  {}", pub_path.display());
+        return Ok(());
+    }
+    let Some(url) = a.kbs.as_deref() else {
+        bail!("--kbs URL is required for admin writes");
+    };
+    let Some(key) = a.key.as_deref() else {
+        bail!("--key FILE (admin private key from `cloister kbs admin keygen`) is required");
+    };
+    let pem = std::fs::read_to_string(key).with_context(|| format!("reading {}", key.display()))?;
+    let sk = admin::signing_key_from_pem(&pem)?;
+    let token = admin::sign_token(&sk, now(), 300);
+    let http = http_client(a.cacert.as_deref())?;
+    let base = format!("{}/kbs/v0", url.trim_end_matches('/'));
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let (what, req) = match a.command {
+        AdminCommand::Keygen { .. } => unreachable_keygen()?,
+        AdminCommand::SetResource { path, file } => (
+            format!("resource {path}"),
+            http.post(format!("{base}/resource/{path}"))
+                .body(read(&file)?),
+        ),
+        AdminCommand::DeleteResource { path } => (
+            format!("deleted resource {path}"),
+            http.delete(format!("{base}/resource/{path}")),
+        ),
+        AdminCommand::SetPolicy { which, file } => {
+            let ep = match which {
+                PolicyKind::Attestation => "attestation-policy",
+                PolicyKind::Resource => "resource-policy",
+            };
+            (
+                format!("{ep}"),
+                http.post(format!("{base}/{ep}"))
+                    .json(&serde_json::json!({"type": "rego", "policy": b64(&read(&file)?)})),
+            )
+        }
+        AdminCommand::SetReferenceValues { file } => (
+            "reference values".into(),
+            http.post(format!("{base}/reference-value"))
+                .body(read(&file)?),
+        ),
+        AdminCommand::SetTrustAnchors { file } => (
+            "trust anchors".into(),
+            http.post(format!("{base}/trust-anchors"))
+                .body(read(&file)?),
+        ),
+    };
+    let resp = req
+        .bearer_auth(token)
+        .send()
+        .await
+        .with_context(|| format!("contacting {url}"))?;
+    let status = resp.status();
+    if !status.is_success() {
+        let text = resp.text().await.unwrap_or_default();
+        let detail = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["detail"].as_str().map(str::to_owned))
+            .unwrap_or(text);
+        bail!("KBS refused ({status}): {detail}");
+    }
+    println!("ok: {what}");
+    Ok(())
+}
+
+fn unreachable_keygen() -> anyhow::Result<(String, reqwest::RequestBuilder)> {
+    bail!("keygen is handled before contacting a KBS")
+}
+
+fn vm_hwm_kib() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    s.lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
+async fn bench(a: BenchArgs) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir().context("creating a temporary data dir")?;
+    let (sk, pk) = admin::keygen()?;
+    std::fs::write(dir.path().join("admin.pub.pem"), pk)?;
+    let admin_key = admin::signing_key_from_pem(&sk)?;
+    let anchors = dir.path().join("anchors.json");
+    std::fs::write(&anchors, TestCcaAttester::trust_anchors(true))?;
+    let kbs = Kbs::open(Config {
+        data_dir: dir.path().to_owned(),
+        insecure_http: true,
+        allow_sim: true,
+        trust_anchors: Some(anchors),
+        ..Config::default()
+    })?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let server = kbs.clone();
+    let task = tokio::spawn(async move {
+        let _ = server.serve_http(listener).await;
+    });
+    let resp = reqwest::Client::new()
+        .post(format!("{url}/kbs/v0/resource/default/key/bench"))
+        .bearer_auth(admin::sign_token(&admin_key, now(), 60))
+        .body(vec![0x5a; 32])
+        .send()
+        .await?;
+    if !resp.status().is_success() {
+        bail!("provisioning the bench resource failed: {}", resp.status());
+    }
+    let attester = TestCcaAttester::new()?;
+    let resource: ResourcePath = "default/key/bench".parse()?;
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "KBS bench on {url} (in-process server, {} CPUs, loadavg before: {})",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        load.trim()
+    );
+    println!("flow = POST /auth + POST /attest (CCA token, 2x ES384 sign client-side, verify server-side) + GET /resource (JWE)");
+    println!(
+        "{:>8} {:>8} {:>7} {:>10} {:>9} {:>9}",
+        "clients", "flows", "errors", "flows/s", "p50 ms", "p99 ms"
+    );
+    let mut failed = false;
+    for &clients in &a.clients {
+        let r = loadgen::run(
+            LoadConfig {
+                url: url.clone(),
+                clients,
+                flows: a.flows,
+                resource: resource.clone(),
+                max_duration: Duration::from_secs(a.max_secs),
+            },
+            attester.clone(),
+        )
+        .await;
+        println!(
+            "{:>8} {:>8} {:>7} {:>10.0} {:>9.2} {:>9.2}",
+            r.clients, r.ok, r.errors, r.flows_per_sec, r.p50_ms, r.p99_ms
+        );
+        if let Some(e) = &r.first_error {
+            println!("  first error: {e}");
+            failed = true;
+        }
+    }
+    if a.memory_flows > 0 {
+        let before = vm_hwm_kib().unwrap_or(0);
+        let r = loadgen::run(
+            LoadConfig {
+                url: url.clone(),
+                clients: 8,
+                flows: a.memory_flows,
+                resource: resource.clone(),
+                max_duration: Duration::from_secs(a.max_secs),
+            },
+            attester.clone(),
+        )
+        .await;
+        let after = vm_hwm_kib().unwrap_or(0);
+        println!(
+            "memory run: {} flows ({} errors) at 8 clients, {:.0} flows/s, p50 {:.2} ms, p99 {:.2} ms",
+            r.ok, r.errors, r.flows_per_sec, r.p50_ms, r.p99_ms
+        );
+        println!(
+            "peak RSS (VmHWM, server + load generator in one process): {} KiB before, {} KiB after; sessions held: {} (cap {})",
+            before,
+            after,
+            kbs.session_count(),
+            kbs.config().max_sessions
+        );
+        if let Some(e) = &r.first_error {
+            println!("  first error: {e}");
+            failed = true;
+        }
+    }
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("loadavg after: {}", load.trim());
+    task.abort();
+    if failed {
+        bail!("some flows failed");
+    }
+    Ok(())
+}
