@@ -155,7 +155,7 @@ async fn main() {
     .await
     .expect("close stdin");
     if let Some(sig) = opt("--signal") {
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(3000)).await;
         let s = pb::SignalProcessRequest {
             container_id: "c1".into(),
             exec_id: target.into(),

@@ -21,7 +21,9 @@ use cloister_protocol::agent::Rootfs;
 use cloister_protocol::{EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND};
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container as LcContainer;
-use libcontainer::oci_spec::runtime::{Process as OciProcess, RootBuilder, Spec};
+use libcontainer::oci_spec::runtime::{
+    LinuxNamespaceType, MountBuilder, Process as OciProcess, RootBuilder, Spec,
+};
 use libcontainer::syscall::syscall::SyscallType;
 use nix::fcntl::OFlag;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -386,6 +388,39 @@ fn mount_rootfs(dir: &Path, rootfs: &Rootfs) -> Result<(PathBuf, Vec<PathBuf>)> 
     Ok((merged, mounts))
 }
 
+/// Whether the spec asks for a new PID namespace (whose first process
+/// ignores unhandled signals, see [`crate::cinit`]).
+fn needs_cinit(spec: &Spec) -> bool {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|ns| {
+            ns.iter()
+                .any(|n| n.typ() == LinuxNamespaceType::Pid && n.path().is_none())
+        })
+}
+
+/// Runs the command under the agent's container init.
+fn add_cinit(spec: &mut Spec, process: &OciProcess) -> Result<()> {
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/init"));
+    let mount = MountBuilder::default()
+        .destination(crate::cinit::CINIT_PATH)
+        .typ("bind")
+        .source(exe)
+        .options(vec!["bind".to_string(), "ro".to_string()])
+        .build()
+        .map_err(|e| ContainerError::Internal(format!("container init mount: {e}")))?;
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    mounts.push(mount);
+    spec.set_mounts(Some(mounts));
+    let mut p = process.clone();
+    p.set_args(Some(crate::cinit::wrap(
+        &process.args().clone().unwrap_or_default(),
+    )));
+    spec.set_process(Some(p));
+    Ok(())
+}
+
 fn unmount_all(mounts: &[PathBuf]) {
     for m in mounts.iter().rev() {
         if let Err(e) = umount2(m, MntFlags::MNT_DETACH) {
@@ -464,6 +499,16 @@ impl Containers {
                 .insert(exec_id.to_string(), Proc::never_started(status, &msg));
             self.lock().insert(id.to_string(), container);
             return Ok(());
+        }
+        if needs_cinit(&spec) {
+            if rootfs.writable_overlay {
+                add_cinit(&mut spec, &process).map_err(cleanup)?;
+            } else {
+                crate::log!(
+                    "container {id}: own PID namespace but read-only rootfs: no container init, \
+                     so signals without a handler will not reach the command"
+                );
+            }
         }
         let config = serde_json::to_vec(&spec)
             .map_err(|e| cleanup(ContainerError::Internal(format!("spec: {e}"))))?;

@@ -7,6 +7,7 @@
 //!
 //! It is not a general init system: no services, no udev, no login.
 
+mod cinit;
 mod containers;
 mod init;
 mod log;
@@ -14,6 +15,7 @@ mod modules;
 mod reaper;
 mod service;
 mod stdio;
+mod sys;
 mod transport;
 
 use std::path::Path;
@@ -35,6 +37,10 @@ use crate::service::{Agent, AgentApi, GuestFacts, HealthService};
 const PORT_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn main() {
+    let argv: Vec<String> = std::env::args().collect();
+    if let Some(cmd) = cinit::command_of(&argv) {
+        std::process::exit(cinit::run(cmd));
+    }
     let pid1 = init::is_pid1();
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
