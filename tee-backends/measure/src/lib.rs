@@ -14,5 +14,7 @@
 
 pub mod cca;
 pub mod digest;
+pub mod ovmf_footer;
 #[cfg(feature = "snp")]
 pub mod snp;
+pub mod tdx;

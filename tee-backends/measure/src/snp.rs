@@ -26,13 +26,13 @@ use sev::parser::ByteParser;
 use sha2::{Digest as _, Sha256, Sha384};
 
 use crate::digest::{Sha256Digest, Sha384Digest};
+use crate::ovmf_footer::guid_bytes;
 
 const PAGE: usize = 4096;
 const FOUR_GIB: u64 = 1 << 32;
 const VMSA_GPA: u64 = 0xFFFF_FFFF_F000;
 
 // GUIDs in their on-disk (little-endian mixed) byte order.
-const FOOTER_GUID: &str = "96b582de-1fb2-45f7-baea-a366c55a082d";
 const SEV_META_DATA_GUID: &str = "dc886566-984a-4798-a75e-5585a7bf67cc";
 const SEV_HASH_TABLE_RV_GUID: &str = "7255371f-3a3b-4b04-927b-1da6efa8d454";
 const SEV_ES_RESET_BLOCK_GUID: &str = "00f771de-1a7e-4fcb-890e-68c77e2fb44e";
@@ -166,62 +166,9 @@ pub struct Ovmf<'a> {
     hashes_table_gpa: Option<u32>,
 }
 
-fn guid_bytes(s: &str) -> [u8; 16] {
-    let hex: String = s.chars().filter(|c| *c != '-').collect();
-    let mut b = [0u8; 16];
-    for (i, byte) in b.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap_or(0);
-    }
-    // First three fields are little-endian on disk.
-    b[0..4].reverse();
-    b[4..6].reverse();
-    b[6..8].reverse();
-    b
-}
-
 fn le_u32(b: &[u8], off: usize) -> Option<u32> {
     b.get(off..off + 4)
         .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
-}
-
-/// One footer-table entry: on-disk GUID bytes and its data.
-pub type FooterEntry<'a> = ([u8; 16], &'a [u8]);
-
-/// Parse the OVMF footer GUID table: entries {data, u16 size, GUID} laid out
-/// backwards from 32 bytes before the end of the image.
-pub fn footer_table(data: &[u8]) -> Result<Vec<FooterEntry<'_>>, String> {
-    const HDR: usize = 18;
-    let end = data
-        .len()
-        .checked_sub(32)
-        .filter(|e| *e >= HDR)
-        .ok_or("image shorter than the footer")?;
-    let footer = &data[end - HDR..end];
-    if footer[2..18] != guid_bytes(FOOTER_GUID) {
-        return Err("no OVMF footer table GUID 32 bytes before the end".into());
-    }
-    let size = usize::from(u16::from_le_bytes([footer[0], footer[1]]));
-    let table_len = size
-        .checked_sub(HDR)
-        .ok_or("footer table size smaller than its header")?;
-    let start = (end - HDR)
-        .checked_sub(table_len)
-        .ok_or("footer table runs past the start of the image")?;
-    let table = &data[start..end - HDR];
-    let mut out = Vec::new();
-    let mut off = table.len();
-    while off >= HDR {
-        let e = &table[off - HDR..off];
-        let esize = usize::from(u16::from_le_bytes([e[0], e[1]]));
-        if esize < HDR || esize > off {
-            return Err(format!("footer table entry size {esize} invalid"));
-        }
-        let mut guid = [0u8; 16];
-        guid.copy_from_slice(&e[2..18]);
-        out.push((guid, &table[off - esize..off - HDR]));
-        off -= esize;
-    }
-    Ok(out)
 }
 
 impl<'a> Ovmf<'a> {
@@ -231,7 +178,7 @@ impl<'a> Ovmf<'a> {
         if data.is_empty() || !data.len().is_multiple_of(PAGE) || data.len() as u64 > FOUR_GIB {
             return Err(bad("size must be a non-zero multiple of 4 KiB below 4 GiB"));
         }
-        let table = footer_table(data).map_err(SnpError::Ovmf)?;
+        let table = crate::ovmf_footer::footer_table(data).map_err(SnpError::Ovmf)?;
         let find = |g: &str| {
             table
                 .iter()
@@ -459,7 +406,7 @@ mod tests {
     #[test]
     fn guid_bytes_are_mixed_endian() {
         assert_eq!(
-            hex::encode(guid_bytes(FOOTER_GUID)),
+            hex::encode(guid_bytes("96b582de-1fb2-45f7-baea-a366c55a082d")),
             "de82b596b21ff745baeaa366c55a082d"
         );
     }
