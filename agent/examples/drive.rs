@@ -2,7 +2,9 @@
 //! agent channel (a unix socket, e.g. QEMU's `-chardev socket,path=...`),
 //! runs one command in a container on a block-device rootfs and prints what
 //! comes back. Not part of the product; the runtime's client is
-//! cloister-runtime. Usage: drive SOCKET [--exec] [--stdin TEXT] [--signal N] -- CMD ARGS...
+//! cloister-runtime. SOCKET is a unix socket path, or
+//! `vsock-uds:PATH:PORT` for vhost-device-vsock's hybrid vsock socket.
+//! Usage: drive SOCKET [--exec] [--stdin TEXT] [--signal N] -- CMD ARGS...
 
 use cloister_protocol::agent as pb;
 use cloister_protocol::agent_ttrpc::AgentServiceClient;
@@ -55,9 +57,34 @@ async fn main() {
             .map(|i| argv[i + 1].clone())
     };
     let exec = argv[..dash].iter().any(|a| a == "--exec");
-    let s = Socket::connect(format!("unix://{sock}"))
-        .await
-        .expect("connect");
+    let s = match sock.strip_prefix("vsock-uds:") {
+        // vhost-device-vsock's hybrid vsock: connect to its unix socket and
+        // ask for a guest port with "CONNECT <port>\n"; it answers "OK <n>\n".
+        Some(rest) => {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let (path, port) = rest.rsplit_once(':').expect("vsock-uds:PATH:PORT");
+            let mut st = tokio::net::UnixStream::connect(path)
+                .await
+                .expect("connect");
+            st.write_all(format!("CONNECT {port}\n").as_bytes())
+                .await
+                .expect("CONNECT");
+            let mut line = Vec::new();
+            let mut b = [0u8; 1];
+            while b[0] != b'\n' {
+                st.read_exact(&mut b).await.expect("vsock handshake");
+                line.push(b[0]);
+            }
+            println!(
+                "# vsock handshake: {}",
+                String::from_utf8_lossy(&line).trim()
+            );
+            Socket::new(st)
+        }
+        None => Socket::connect(format!("unix://{sock}"))
+            .await
+            .expect("connect"),
+    };
     let c = ttrpc::asynchronous::Client::new(s);
     let h = HealthClient::new(c.clone());
     let a = AgentServiceClient::new(c);
