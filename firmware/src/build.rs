@@ -251,7 +251,9 @@ fn output_record(path: &Path) -> Result<BuiltFile, BuildError> {
 }
 
 fn write_atomic(path: &Path, data: &[u8]) -> Result<(), BuildError> {
-    let tmp = path.with_extension("tmp");
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp{}", std::process::id()));
+    let tmp = path.with_file_name(name);
     std::fs::write(&tmp, data).map_err(io(&tmp))?;
     std::fs::rename(&tmp, path).map_err(io(path))
 }

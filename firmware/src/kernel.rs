@@ -440,6 +440,34 @@ garbage line
             .contains("several kernels"));
     }
 
+    /// A .deb that is not a kernel image is refused with its name.
+    #[test]
+    fn refuses_a_package_that_is_not_a_cloud_kernel() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("pkg");
+        std::fs::create_dir_all(root.join("DEBIAN")).unwrap();
+        std::fs::write(
+            root.join("DEBIAN/control"),
+            "Package: hello-cloister\nVersion: 1.0\nArchitecture: all\nMaintainer: t <t@t.invalid>\nDescription: test\n",
+        )
+        .unwrap();
+        let deb = tmp.path().join("hello.deb");
+        let st = Command::new("dpkg-deb")
+            .args(["--build", "--root-owner-group"])
+            .arg(&root)
+            .arg(&deb)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("dpkg-deb not runnable: install dpkg (Debian's package tool)");
+        assert!(st.success());
+        let err = deb_identity(&deb).unwrap_err().to_string();
+        assert!(err.contains("package \"hello-cloister\" is not a linux-image-6.12.*-cloud-amd64-unsigned kernel image"), "{err}");
+        let err = deb_identity(&tmp.path().join("missing.deb"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("dpkg-deb"), "{err}");
+    }
+
     #[test]
     fn config_check() {
         let full: String = REQUIRED_CONFIG.iter().map(|o| format!("{o}=y\n")).collect();
