@@ -9,5 +9,8 @@ source scripts/env.sh
 bash scripts/install-deps.sh
 cargo fmt --all -- --check
 build_all
+# The reference CCA RIM calculator the measurement tests compare against.
+tee-backends/measure/scripts/install-reference-tool.sh "$CLOISTER_CACHE_DIR/tools"
+export CLOISTER_REALM_MEASUREMENTS="$CLOISTER_CACHE_DIR/tools/bin/realm-measurements"
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace --no-fail-fast
