@@ -7,7 +7,8 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use cloister_runtime::sandbox::{base_cmdline, choose_transport};
+use cloister_runtime::hypervisor::AgentTransport;
+use cloister_runtime::sandbox::base_cmdline;
 use cloister_tee::host::cca::{CcaBackend, CcaMeasureInputs};
 use cloister_tee::host::sim::SimBackend;
 use cloister_tee::host::HostOptions;
@@ -25,7 +26,8 @@ pub struct MeasureArgs {
     /// Initramfs (default: Cloister's initramfs).
     #[arg(long, value_name = "FILE")]
     initrd: Option<PathBuf>,
-    /// Kernel command line (default: what `cloister run` passes).
+    /// Kernel command line (default: what `cloister evidence` and `cloister
+    /// run` pass with the agent on virtio-serial).
     #[arg(long, value_name = "CMDLINE")]
     cmdline: Option<String>,
     /// Guest firmware (OVMF for SNP, TDVF for TDX).
@@ -74,7 +76,13 @@ pub fn launch_from(args: &MeasureArgs) -> anyhow::Result<Launch> {
     };
     let cmdline = match &args.cmdline {
         Some(c) => c.clone(),
-        None => base_cmdline(&choose_transport(std::path::Path::new("/nonexistent")), &[]),
+        // What `cloister evidence` boots with (agent over virtio-serial).
+        None => base_cmdline(
+            &AgentTransport::Serial {
+                socket: PathBuf::new(),
+            },
+            &[],
+        ),
     };
     let initdata = match &args.initdata {
         Some(p) => {

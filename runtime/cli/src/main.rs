@@ -7,6 +7,7 @@ mod cmd_assets;
 mod cmd_attest;
 mod cmd_bench;
 mod cmd_check;
+mod cmd_evidence;
 mod cmd_kbs;
 mod cmd_measure;
 mod cmd_ps;
@@ -43,6 +44,8 @@ enum Command {
     Ps(cmd_ps::PsArgs),
     /// Predict the reference values a verifier expects for a launch.
     Measure(cmd_measure::MeasureArgs),
+    /// Boot a guest, fetch its attestation evidence for a report_data, shut it down.
+    Evidence(cmd_evidence::EvidenceArgs),
     /// Sim backend host state (trust anchor).
     Sim(cmd_sim::SimArgs),
     /// Benchmarks (sandbox boot).
@@ -60,6 +63,7 @@ fn main() -> anyhow::Result<()> {
         Command::Run(a) => cmd_run::run(a),
         Command::Ps(a) => cmd_ps::run(a),
         Command::Measure(a) => cmd_measure::run(a),
+        Command::Evidence(a) => cmd_evidence::run(a),
         Command::Sim(a) => cmd_sim::run(a),
         Command::Bench(a) => cmd_bench::run(a),
     }

@@ -1,0 +1,170 @@
+//! `cloister evidence`: boots a sandbox, asks its agent for attestation
+//! evidence bound to a report_data (GetEvidence), writes the evidence to a
+//! file and shuts the sandbox down. Operators use it to see what their
+//! guest's evidence looks like; with `--tee sim` it is a real CCA token.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use cloister_protocol::agent::GetEvidenceRequest;
+use cloister_protocol::agent_ttrpc::AgentServiceClient;
+use cloister_protocol::health::CheckRequest;
+use cloister_protocol::health_ttrpc::HealthClient;
+use cloister_protocol::ttrpc;
+use cloister_runtime::state::files;
+use cloister_runtime::{accel, qemu::Qemu, state, Sandbox, SandboxConfig};
+use cloister_tee::host::{backend, HostOptions};
+use cloister_tee::TeeKind;
+
+/// Arguments of `cloister evidence`.
+#[derive(Debug, clap::Args)]
+pub struct EvidenceArgs {
+    /// TEE to boot the guest in.
+    #[arg(long)]
+    tee: TeeKind,
+    /// Optional container rootfs to attach (not needed for evidence).
+    #[arg(long, value_name = "DIR")]
+    rootfs: Option<PathBuf>,
+    /// 64 bytes as 128 hex digits (shorter values are zero-padded).
+    #[arg(long, value_name = "HEX")]
+    report_data: String,
+    /// Where to write the evidence.
+    #[arg(short, long, value_name = "FILE")]
+    output: PathBuf,
+    /// vCPUs (must match `cloister measure --vcpus`).
+    #[arg(long, default_value_t = 1)]
+    cpus: u32,
+    /// Guest memory in MiB (must match `cloister measure --memory`).
+    #[arg(long, value_name = "MiB", default_value_t = 512)]
+    memory: u32,
+    /// Seconds the guest agent may take to answer.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 90,
+        env = "CLOISTER_AGENT_TIMEOUT"
+    )]
+    agent_timeout: u64,
+}
+
+/// Parses report_data: hex, at most 64 bytes, zero-padded.
+pub fn parse_report_data(s: &str) -> anyhow::Result<[u8; 64]> {
+    let bytes = hex::decode(s.trim()).context("--report-data is not hexadecimal")?;
+    if bytes.len() > 64 {
+        bail!(
+            "--report-data is {} bytes: expected at most 64",
+            bytes.len()
+        );
+    }
+    let mut rd = [0u8; 64];
+    rd[..bytes.len()].copy_from_slice(&bytes);
+    Ok(rd)
+}
+
+/// Runs `cloister evidence`.
+pub fn run(args: EvidenceArgs) -> anyhow::Result<()> {
+    if args.tee == TeeKind::None {
+        bail!("--tee none produces no evidence: expected sim, cca, snp or tdx");
+    }
+    let report_data = parse_report_data(&args.report_data)?;
+    let qemu = Qemu::find()?;
+    let assets = cloister_firmware::Assets::locate(None)?;
+    let backend = backend(args.tee, &HostOptions::from_env());
+    // The evidence client speaks to the agent over the virtio-serial socket.
+    std::env::set_var("CLOISTER_CHANNEL", "serial");
+    let config = SandboxConfig {
+        tee: args.tee,
+        kernel: assets.kernel.clone(),
+        initramfs: assets.initramfs.clone(),
+        rootfs: args.rootfs.clone(),
+        vcpus: args.cpus,
+        memory_mib: args.memory,
+        accel: accel::probe().accel,
+        agent_timeout: Duration::from_secs(args.agent_timeout),
+        extra_cmdline: Vec::new(),
+        runtime_dir: state::runtime_dir()?,
+        command: vec!["(evidence)".into()],
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let result = rt.block_on(async move {
+        let sandbox = Sandbox::start(config, &qemu, backend.as_ref())?;
+        let socket = sandbox.state_dir().join(files::AGENT_SOCK);
+        let deadline = Instant::now() + Duration::from_secs(args.agent_timeout);
+        let got = get_evidence(&socket, report_data, deadline).await;
+        let tail = sandbox.console_tail(12);
+        sandbox.shutdown().await;
+        got.map_err(|e| anyhow::anyhow!("{e:#}\nlast console lines:\n{}", tail.join("\n")))
+    });
+    rt.shutdown_background();
+    let (tee, evidence) = result?;
+    std::fs::write(&args.output, &evidence)
+        .with_context(|| format!("writing {}", args.output.display()))?;
+    eprintln!(
+        "wrote {} bytes of {tee} evidence to {}",
+        evidence.len(),
+        args.output.display()
+    );
+    Ok(())
+}
+
+async fn get_evidence(
+    socket: &std::path::Path,
+    report_data: [u8; 64],
+    deadline: Instant,
+) -> anyhow::Result<(String, Vec<u8>)> {
+    let addr = format!("unix://{}", socket.display());
+    let sock = loop {
+        match ttrpc::r#async::transport::Socket::connect(&addr).await {
+            Ok(s) => break s,
+            Err(e) if Instant::now() >= deadline => {
+                return Err(anyhow::anyhow!(
+                    "connecting to the agent at {}: {e}",
+                    socket.display()
+                ))
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
+    let client = ttrpc::r#async::Client::new(sock);
+    let health = HealthClient::new(client.clone());
+    let agent = AgentServiceClient::new(client);
+    let left = deadline.saturating_duration_since(Instant::now());
+    tokio::time::timeout(
+        left,
+        health.check(
+            ttrpc::context::with_duration(left),
+            &CheckRequest::default(),
+        ),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("the agent did not answer Check within the deadline"))?
+    .map_err(|e| anyhow::anyhow!("Check: {e}"))?;
+    let req = GetEvidenceRequest {
+        report_data: report_data.to_vec(),
+        ..Default::default()
+    };
+    let resp = agent
+        .get_evidence(ttrpc::context::with_duration(Duration::from_secs(60)), &req)
+        .await
+        .map_err(|e| anyhow::anyhow!("GetEvidence: {e}"))?;
+    Ok((resp.tee, resp.evidence))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_data_is_hex_up_to_64_bytes() {
+        assert_eq!(parse_report_data("0a0b").unwrap()[..3], [0x0a, 0x0b, 0]);
+        assert!(parse_report_data("zz").is_err());
+        assert!(parse_report_data(&"00".repeat(65))
+            .unwrap_err()
+            .to_string()
+            .contains("65"));
+    }
+}
