@@ -489,3 +489,43 @@ fn cert_table_is_parsed() {
     assert!(snp::parse_cert_table(&bad).is_err());
     assert!(snp::parse_cert_table(&t[..30]).is_err());
 }
+
+#[test]
+fn the_matching_vcek_is_chosen_among_several() {
+    // A cache directory may hold VCEKs of several chips: pick by hwID/TCB.
+    let certs = [
+        td("virtee-sev-vcek_milan.der"),
+        td("trustee-test-vlek.der"),
+        td("trustee-test-vcek.der"),
+    ];
+    verifier()
+        .verify_evidence(&td("trustee-test-report.bin"), &certs, JUNE_2025)
+        .unwrap();
+    verifier()
+        .verify_evidence(&td("virtee-sev-report_milan.bin"), &certs, JUNE_2025)
+        .unwrap();
+    verifier()
+        .verify_evidence(&td("trustee-test-vlek-report.bin"), &certs, JUNE_2025)
+        .unwrap();
+}
+
+#[test]
+fn cached_vek_does_not_let_a_tampered_one_through() {
+    let v = verifier();
+    let report = td("virtee-sev-report_milan.bin");
+    let vcek = td("virtee-sev-vcek_milan.der");
+    for _ in 0..2 {
+        v.verify_evidence(&report, std::slice::from_ref(&vcek), JUNE_2025)
+            .unwrap();
+    }
+    let mut bad = vcek.clone();
+    let serial_last = 14 + usize::from(bad[14]);
+    bad[serial_last] ^= 0x01;
+    let e = v.verify_evidence(&report, &[bad], JUNE_2025).unwrap_err();
+    assert!(matches!(e, SnpError::Signature { .. }), "{e}");
+    // Validity is still judged per call even for a cached key.
+    let e = v
+        .verify_evidence(&report, &[vcek], 4_000_000_000)
+        .unwrap_err();
+    assert!(matches!(e, SnpError::Validity { .. }), "{e}");
+}

@@ -36,6 +36,7 @@ pub(crate) struct Cert {
     pub cn: String,
     subject_der: Vec<u8>,
     issuer_der: Vec<u8>,
+    der: Vec<u8>,
 }
 
 fn der_of<T: x509_cert::der::Encode>(v: &T) -> Vec<u8> {
@@ -58,7 +59,9 @@ impl Cert {
         let cn = common_name(&x509.tbs_certificate.subject);
         let subject_der = der_of(&x509.tbs_certificate.subject);
         let issuer_der = der_of(&x509.tbs_certificate.issuer);
+        let der = der_of(&x509);
         Cert {
+            der,
             sev: SevCert::from(x509.clone()),
             x509,
             cn,
@@ -80,6 +83,11 @@ impl Cert {
                 what: what.to_string(),
                 reason: e.to_string(),
             })
+    }
+
+    /// The certificate's DER encoding.
+    pub fn der(&self) -> &[u8] {
+        &self.der
     }
 
     pub fn self_signed(&self) -> bool {

@@ -277,22 +277,54 @@ pub fn check_claims(c: &SnpClaims, cfg: &SnpConfig) -> Result<Vec<Failure>, SnpE
 }
 
 /// Verifies SNP evidence against a [`TrustStore`]; construct once and reuse.
+///
+/// Endorsement-key certificates whose RSA signature has verified are
+/// remembered (by SHA-256 of the certificate and its issuer), so a cached
+/// VCEK costs one ECDSA verification per report; validity dates and all
+/// report checks are still made every time.
 #[derive(Debug, Clone)]
 pub struct SnpVerifier {
     store: TrustStore,
+    verified: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<[u8; 32]>>>,
 }
+
+/// Bound on remembered endorsement keys (the cache is cleared when full).
+const VERIFIED_CACHE_MAX: usize = 4096;
 
 impl SnpVerifier {
     /// A verifier trusting AMD's built-in Milan, Genoa and Turin roots.
     pub fn builtin() -> Result<Self, SnpError> {
-        Ok(SnpVerifier {
-            store: TrustStore::builtin()?,
-        })
+        Ok(Self::with_store(TrustStore::builtin()?))
     }
 
     /// A verifier over an explicit trust store (e.g. builtin plus extra roots).
     pub fn with_store(store: TrustStore) -> Self {
-        SnpVerifier { store }
+        SnpVerifier {
+            store,
+            verified: Default::default(),
+        }
+    }
+
+    /// Check `vek` was signed by `inter`, remembering success.
+    fn vek_signed_by(&self, vek: &Cert, inter: &Cert) -> Result<(), SnpError> {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(vek.der());
+        h.update(inter.der());
+        let key: [u8; 32] = h.finalize().into();
+        if let Ok(set) = self.verified.lock() {
+            if set.contains(&key) {
+                return Ok(());
+            }
+        }
+        vek.verify_signed_by(inter)?;
+        if let Ok(mut set) = self.verified.lock() {
+            if set.len() >= VERIFIED_CACHE_MAX {
+                set.clear();
+            }
+            set.insert(key);
+        }
+        Ok(())
     }
 
     /// Check authenticity and platform consistency; return the claims.
@@ -316,9 +348,14 @@ impl SnpVerifier {
         for (i, c) in certs.iter().enumerate() {
             given.extend(certs::parse_bundle(c, &format!("#{i} of the evidence"))?);
         }
-        let vek = given
+        // Several endorsement keys may be offered (e.g. a cache directory):
+        // prefer the one whose hwID and TCB extensions match this report.
+        let candidates: Vec<&Cert> = given.iter().filter(|c| c.cn == want_cn).collect();
+        let vek = candidates
             .iter()
-            .find(|c| c.cn == want_cn)
+            .copied()
+            .find(|c| vek_matches(c, &r))
+            .or_else(|| candidates.first().copied())
             .ok_or(SnpError::MissingKey(key_name))?;
 
         // Intermediate: a trusted one, or one from the evidence signed by a trusted ARK.
@@ -330,7 +367,7 @@ impl SnpVerifier {
                 reason: format!("a {key_name} must not be issued by {}", inter.cn),
             });
         }
-        vek.verify_signed_by(inter)?;
+        self.vek_signed_by(vek, inter)?;
         for c in [vek, inter, ark] {
             c.check_validity(now)?;
         }
@@ -465,6 +502,36 @@ impl SnpVerifier {
             Err(SnpError::Claims(fails))
         }
     }
+}
+
+/// Whether an endorsement key's extensions fit a report (used only to choose
+/// among several; the real checks follow in `verify_evidence`).
+fn vek_matches(c: &Cert, r: &Report) -> bool {
+    let generation = c
+        .x509
+        .tbs_certificate
+        .issuer
+        .0
+        .iter()
+        .flat_map(|rdn| rdn.0.iter())
+        .filter(|a| a.oid.to_string() == "2.5.4.3")
+        .find_map(|a| Generation::from_cn(&String::from_utf8_lossy(a.value.value())))
+        .unwrap_or(Generation::Milan);
+    let tcb = Tcb::decode(r.reported_tcb, generation);
+    let tcb_ok = [
+        (OID_BL, tcb.bootloader),
+        (OID_TEE, tcb.tee),
+        (OID_SNP, tcb.snp),
+        (OID_UCODE, tcb.microcode),
+    ]
+    .iter()
+    .all(|(oid, v)| matches!(c.tcb_extension(oid, oid), Ok(Some(x)) if x == *v));
+    let hwid_ok = match (r.signing_key(), c.hwid()) {
+        (SigningKey::Vcek, Some(h)) => r.chip_id.get(..h.len()) == Some(h),
+        (SigningKey::Vcek, None) => false,
+        (SigningKey::Vlek, _) => true,
+    };
+    tcb_ok && hwid_ok
 }
 
 fn certs_issuer_cn(c: &Cert) -> String {
