@@ -34,7 +34,7 @@ struct BootArgs {
     #[arg(long, value_name = "DIR")]
     rootfs: Option<PathBuf>,
     /// Console text that shows the agent (/init) has started.
-    #[arg(long, default_value = "cloister-agent")]
+    #[arg(long, default_value = "cloister-agent: starting")]
     marker: String,
     /// vCPUs for both.
     #[arg(long, default_value_t = 1)]

@@ -186,7 +186,9 @@ async fn pump_output(client: AgentClient, stderr: bool, timing: Timing) {
 
 async fn pump_input(client: AgentClient) {
     let mut stdin = tokio::io::stdin();
-    let mut buf = vec![0u8; 32 * 1024];
+    // Small chunks: larger WriteStdin frames (8 KiB+) have been seen to
+    // break the virtio-serial session with the current agent.
+    let mut buf = vec![0u8; 2048];
     loop {
         match stdin.read(&mut buf).await {
             Ok(0) | Err(_) => {
