@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use cloister_e2e::{boot_lock, qemu_pids_mentioning, run_with_input, wait_for, wait_limit, Env};
+use cloister_e2e::{boot_lock, qemu_pids_mentioning, wait_for, wait_limit, Env};
 
 fn prerequisites() {
     cloister_e2e::cloister_bin();
