@@ -4,6 +4,8 @@
 //! measure --tee sim` predicted; one flipped byte of the initramfs changes the
 //! RIM, and the evidence then fails against those reference values.
 
+#![allow(clippy::unwrap_used)] // tests may unwrap
+
 use std::path::Path;
 use std::process::{Command, Output};
 

@@ -36,7 +36,7 @@ pub struct MeasureArgs {
     /// vCPUs.
     #[arg(long, default_value_t = 1)]
     vcpus: u32,
-    /// vCPU type (SNP: EPYC-v4, EPYC-Milan, EPYC-Genoa, ...).
+    /// vCPU type (SNP: EPYC-v4 (default), EPYC-Milan, EPYC-Genoa, ...).
     #[arg(long, value_name = "TYPE")]
     vcpu_type: Option<String>,
     /// Guest memory in MiB (sim and CCA layouts depend on it).
@@ -117,7 +117,8 @@ pub fn run(args: MeasureArgs) -> anyhow::Result<()> {
                 .dtb
                 .as_ref()
                 .context("--tee cca needs --dtb FILE: the DTB QEMU generates (qemu-system-aarch64 ... -machine dumpdtb=FILE)")?;
-            let dtb = std::fs::read(dtb_path).with_context(|| format!("reading DTB {}", dtb_path.display()))?;
+            let dtb = std::fs::read(dtb_path)
+                .with_context(|| format!("reading DTB {}", dtb_path.display()))?;
             let mut b = CcaBackend::default();
             if let Some(a) = &args.hash_algo {
                 b.measurement_algorithm = realm_algo(a)?;
@@ -131,16 +132,20 @@ pub fn run(args: MeasureArgs) -> anyhow::Result<()> {
                 pmu_num_ctrs: 0,
                 hash_algo: b.measurement_algorithm,
             };
-            b.reference_values(&launch, &CcaMeasureInputs { dtb, params, measurement_log: false })?
+            b.reference_values(
+                &launch,
+                &CcaMeasureInputs {
+                    dtb,
+                    params,
+                    measurement_log: false,
+                },
+            )?
         }
-        TeeKind::Snp | TeeKind::Tdx => bail!(
-            "--tee {}: launch-digest prediction for this TEE is not in this build yet (see docs/tee/{}.md for producing reference values)",
-            args.tee,
-            args.tee
-        ),
+        TeeKind::Snp => cloister_tee::host::snp::SnpBackend::default()
+            .reference_values(&launch, args.vcpu_type.as_deref().unwrap_or("EPYC-v4"))?,
+        TeeKind::Tdx => cloister_tee::host::tdx::TdxBackend::default().reference_values(&launch)?,
         TeeKind::None => bail!("--tee none has no measurements: expected cca, snp, tdx or sim"),
     };
-    let _ = &args.vcpu_type;
     println!("{}", serde_json::to_string_pretty(&rv.to_json())?);
     Ok(())
 }

@@ -61,6 +61,49 @@ impl SnpBackend {
     }
 }
 
+/// SEV_FEATURES QEMU 10 sets for an SNP guest: SNPActive only.
+pub const DEFAULT_GUEST_FEATURES: u64 = 0x1;
+
+impl SnpBackend {
+    /// The reference values for `launch`: the launch digest (OVMF, the
+    /// kernel-hashes table over kernel, initrd and command line, one VMSA per
+    /// vCPU of `vcpu_type`) as `snp.measurement`, and HOST_DATA (the initdata
+    /// digest fitted to 32 bytes) as `snp.host_data`.
+    pub fn reference_values(
+        &self,
+        launch: &Launch,
+        vcpu_type: &str,
+    ) -> Result<super::ReferenceValues, super::MeasureError> {
+        use cloister_measure::snp::{launch_digest, KernelHashes, Ovmf, SnpLaunch};
+        let fw_path = launch.firmware.as_ref().ok_or_else(|| {
+            super::MeasureError::Input("--tee snp needs --firmware (an SEV-SNP OVMF)".into())
+        })?;
+        let fw = super::read_input("firmware", fw_path)?;
+        let kernel = super::read_input("kernel", &launch.kernel)?;
+        let initrd = super::read_input("initramfs", &launch.initramfs)?;
+        let snp_err = |e: cloister_measure::snp::SnpError| {
+            super::MeasureError::Input(format!("SNP launch digest: {e}"))
+        };
+        let ovmf = Ovmf::parse(&fw).map_err(snp_err)?;
+        let digest = launch_digest(&SnpLaunch {
+            ovmf: &ovmf,
+            vcpus: launch.vcpus,
+            vcpu_type,
+            guest_features: DEFAULT_GUEST_FEATURES,
+            kernel_hashes: Some(KernelHashes::new(
+                &kernel,
+                Some(&initrd),
+                Some(&launch.cmdline),
+            )),
+        })
+        .map_err(snp_err)?;
+        let mut rv = super::ReferenceValues::default();
+        rv.add_named("snp.measurement", digest.as_bytes().to_vec());
+        rv.add_named("snp.host_data", initdata_field(launch, TeeKind::Snp)?);
+        Ok(rv)
+    }
+}
+
 impl HostBackend for SnpBackend {
     fn kind(&self) -> TeeKind {
         TeeKind::Snp
@@ -97,6 +140,23 @@ mod tests {
         );
         assert_eq!(s.machine_props, ["confidential-guest-support=tee0"]);
         assert_eq!(s.extra_args[0], "-bios");
+    }
+
+    #[test]
+    fn reference_values_need_a_real_ovmf() {
+        let dir = tempfile::tempdir().unwrap();
+        let launch = crate::host::testutil::launch(dir.path());
+        // The synthetic firmware has no OVMF footer table.
+        let e = SnpBackend::default()
+            .reference_values(&launch, "EPYC-v4")
+            .unwrap_err();
+        assert!(e.to_string().contains("SNP launch digest"), "{e}");
+        let mut no_fw = launch.clone();
+        no_fw.firmware = None;
+        let e = SnpBackend::default()
+            .reference_values(&no_fw, "EPYC-v4")
+            .unwrap_err();
+        assert!(e.to_string().contains("--firmware"), "{e}");
     }
 
     #[test]

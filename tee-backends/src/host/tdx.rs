@@ -44,6 +44,30 @@ impl TdxBackend {
     }
 }
 
+impl TdxBackend {
+    /// The reference values for `launch`: MRTD over the TDVF image (its
+    /// TDVF metadata decides which pages are added and extended) as
+    /// `tdx.mr_td`, and MRCONFIGID (the initdata digest fitted to 48 bytes)
+    /// as `tdx.mr_config_id`. RTMR1/2 (kernel, command line, initrd) depend
+    /// on TDVF's event log and are checked by replaying the CCEL instead.
+    pub fn reference_values(
+        &self,
+        launch: &Launch,
+    ) -> Result<super::ReferenceValues, super::MeasureError> {
+        let fw_path = launch.firmware.as_ref().ok_or_else(|| {
+            super::MeasureError::Input("--tee tdx needs --firmware (a TDVF build)".into())
+        })?;
+        let fw = super::read_input("firmware", fw_path)?;
+        let mrtd = cloister_measure::tdx::mrtd(&fw).map_err(|e| {
+            super::MeasureError::Input(format!("TDX MRTD of {}: {e}", fw_path.display()))
+        })?;
+        let mut rv = super::ReferenceValues::default();
+        rv.add_named("tdx.mr_td", mrtd.as_bytes().to_vec());
+        rv.add_named("tdx.mr_config_id", initdata_field(launch, TeeKind::Tdx)?);
+        Ok(rv)
+    }
+}
+
 impl HostBackend for TdxBackend {
     fn kind(&self) -> TeeKind {
         TeeKind::Tdx
@@ -62,6 +86,14 @@ impl HostBackend for TdxBackend {
 mod tests {
     use super::*;
     use crate::initdata::InitdataDigest;
+
+    #[test]
+    fn reference_values_name_a_firmware_without_tdvf_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        let launch = crate::host::testutil::launch(dir.path());
+        let e = TdxBackend::default().reference_values(&launch).unwrap_err();
+        assert!(e.to_string().contains("TDX MRTD"), "{e}");
+    }
 
     #[test]
     fn settings_carry_mrconfigid() {
