@@ -243,7 +243,7 @@ async fn admin_cmd(a: AdminArgs) -> anyhow::Result<()> {
                 PolicyKind::Resource => "resource-policy",
             };
             (
-                format!("{ep}"),
+                ep.to_string(),
                 http.post(format!("{base}/{ep}"))
                     .json(&serde_json::json!({"type": "rego", "policy": b64(&read(&file)?)})),
             )
