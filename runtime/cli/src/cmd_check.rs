@@ -118,6 +118,18 @@ pub fn run(_args: CheckArgs) -> anyhow::Result<()> {
             println!("     {:width$}  fix: {fix}", "");
         }
     }
+    // Which TEEs this host can launch. Informational: `none` and `sim` run
+    // everywhere, so a host without TEE hardware is not a failed check.
+    let tees = cloister_tee::host::probe::tee_probes();
+    let tee_width = tees.iter().map(|p| p.name.len()).max().unwrap_or(0);
+    println!("TEE launch support (none and sim run on every host):");
+    for p in &tees {
+        let mark = if p.ok { "yes " } else { "no  " };
+        println!("{mark} {:tee_width$}  {}", p.name, p.detail);
+        if let Some(fix) = &p.fix {
+            println!("     {:tee_width$}  to enable: {fix}", "");
+        }
+    }
     let failed: Vec<&str> = probes
         .iter()
         .filter(|p| !p.ok)
