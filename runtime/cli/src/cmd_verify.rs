@@ -124,3 +124,69 @@ fn prepare_and_appraise(a: &VerifyArgs) -> anyhow::Result<Status> {
     println!("{}", serde_json::to_string_pretty(&claims)?);
     Ok(appraisal.status)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn td(p: &str) -> PathBuf {
+        PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../attestation/testdata/cca/"
+        ))
+        .join(p)
+    }
+
+    fn args(evidence: &str, ta: &str) -> VerifyArgs {
+        VerifyArgs {
+            tee: Tee::Cca,
+            evidence: td(evidence),
+            nonce: None,
+            init_data_digest: None,
+            trust_anchors: Some(td(ta)),
+            reference_values: None,
+            collateral: None,
+            now: Some("2026-11-28T12:00:00Z".into()),
+            allow_simulated: false,
+        }
+    }
+
+    fn code(a: &VerifyArgs) -> i32 {
+        match verify(a) {
+            Outcome::Appraised(Status::Affirming) => 0,
+            Outcome::Appraised(_) => 1,
+            Outcome::Unusable(_) => 2,
+        }
+    }
+
+    #[test]
+    fn exit_codes() {
+        let mut a = args("ccatoken-cca-token-01.cbor", "ccatoken-ta-tfa.json");
+        a.reference_values = Some(td("ccatoken-rv.json"));
+        a.nonce = Some("ab".repeat(64));
+        assert_eq!(code(&a), 0);
+        a.nonce = Some("ab".repeat(32)); // padded with zeros: no longer the challenge
+        assert_eq!(code(&a), 1);
+        // No reference values: executables unrecognised, a warning.
+        assert_eq!(
+            code(&args("ccatoken-cca-token-01.cbor", "ccatoken-ta-tfa.json")),
+            1
+        );
+        assert_eq!(
+            code(&args("ccatoken-bug-33-repro.cbor", "ccatoken-ta-tfa.json")),
+            1
+        );
+        assert_eq!(code(&args("ccatoken-rv.json", "ccatoken-ta-tfa.json")), 2);
+        assert_eq!(code(&args("no-such-file", "ccatoken-ta-tfa.json")), 2);
+        let mut a = args("ccatoken-cca-token-01.cbor", "ccatoken-ta-tfa.json");
+        a.now = Some("yesterday".into());
+        assert_eq!(code(&a), 2);
+        let mut a = args("ccatoken-cca-token-01.cbor", "ccatoken-ta-tfa.json");
+        a.nonce = Some("zz".into());
+        assert_eq!(code(&a), 2);
+        let mut a = args("ccatoken-cca-token-01.cbor", "ccatoken-ta-tfa.json");
+        a.tee = Tee::Tdx;
+        assert_eq!(code(&a), 2);
+    }
+}
