@@ -37,3 +37,14 @@ pub fn take_recorded() -> Vec<Signal> {
         .filter_map(|n| Signal::try_from(n).ok())
         .collect()
 }
+
+/// Registers `file` with the tokio reactor for read and write readiness.
+/// Must be called inside a tokio runtime.
+pub fn async_file(file: std::fs::File) -> std::io::Result<tokio::io::unix::AsyncFd<std::fs::File>> {
+    use tokio::io::{unix::AsyncFd, Interest};
+    // SAFETY: the AsyncFd owns `file`, so its descriptor stays open and
+    // refers to the same file description for the AsyncFd's whole life, and
+    // `File::as_raw_fd` always returns that descriptor.
+    unsafe { AsyncFd::register_with_interest(file, Interest::READABLE | Interest::WRITABLE) }
+        .map_err(|e| e.into())
+}

@@ -17,8 +17,9 @@ use cloister_protocol::channel::SERIAL_PORT_NAME;
 use cloister_protocol::ttrpc::asynchronous::transport::Listener;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use std::task::ready;
+use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, oneshot};
 
 /// Why the serial port could not be found.
@@ -111,11 +112,32 @@ fn peer_connected(fd: &OwnedFd) -> io::Result<bool> {
 
 /// One host session on the port: reads and writes go to the port; dropping
 /// it tells the listener the session ended.
+///
+/// The port is driven through [`AsyncFd`] and readiness is cleared only when
+/// a read or write returns `EAGAIN`. tokio's pipe and socket types instead
+/// treat a short read (or write) as proof that the descriptor is drained and
+/// clear readiness; with edge-triggered epoll that is wrong for a
+/// virtio-serial port, whose `read` returns at most what is left of ONE
+/// queued virtio buffer (one page) even when more buffers are queued, and
+/// whose `write` takes at most 32 KiB. A request frame spanning several
+/// buffers that had all arrived before the agent read the first one then
+/// waited for an edge that never came: the session stalled, the host's calls
+/// timed out or its connection was torn down.
 #[derive(Debug)]
 pub struct PortSession {
-    rx: pipe::Receiver,
-    tx: pipe::Sender,
+    port: AsyncFd<std::fs::File>,
     ended: Option<oneshot::Sender<()>>,
+}
+
+impl PortSession {
+    /// A session on `fd` (non-blocking). Must be called inside a tokio
+    /// runtime.
+    fn new(fd: OwnedFd, ended: oneshot::Sender<()>) -> io::Result<Self> {
+        Ok(PortSession {
+            port: crate::sys::async_file(std::fs::File::from(fd))?,
+            ended: Some(ended),
+        })
+    }
 }
 
 impl Drop for PortSession {
@@ -128,30 +150,51 @@ impl Drop for PortSession {
 
 impl AsyncRead for PortSession {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.rx).poll_read(cx, buf)
+        use std::io::Read;
+        loop {
+            let mut guard = ready!(self.port.poll_read_ready(cx))?;
+            let unfilled = buf.initialize_unfilled();
+            // try_io clears readiness only on WouldBlock.
+            match guard.try_io(|f| f.get_ref().read(unfilled)) {
+                Ok(Ok(n)) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Ok(Err(e)) => return Poll::Ready(Err(e)),
+                Err(_would_block) => continue,
+            }
+        }
     }
 }
 
 impl AsyncWrite for PortSession {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.tx).poll_write(cx, buf)
+        use std::io::Write;
+        loop {
+            let mut guard = ready!(self.port.poll_write_ready(cx))?;
+            match guard.try_io(|f| f.get_ref().write(buf)) {
+                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Ok(r) => return Poll::Ready(r),
+                Err(_would_block) => continue,
+            }
+        }
     }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tx).poll_flush(cx)
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Writes go straight to the device.
+        Poll::Ready(Ok(()))
     }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         // The port stays open for the next session: shutting down means
         // nothing here.
-        let _ = &mut self;
-        let _ = cx;
         Poll::Ready(Ok(()))
     }
 }
@@ -160,7 +203,7 @@ impl AsyncWrite for PortSession {
 /// virtio-serial port, or in tests one end of a socket pair). Must be called
 /// inside a tokio runtime.
 pub fn port_listener(port: OwnedFd) -> io::Result<Listener> {
-    // tokio's pipe halves need a non-blocking descriptor (the dups share it).
+    // AsyncFd needs a non-blocking descriptor (the dups share it).
     let flags = fcntl(port.as_raw_fd(), FcntlArg::F_GETFL).map_err(io::Error::from)?;
     let flags = OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK;
     fcntl(port.as_raw_fd(), FcntlArg::F_SETFL(flags)).map_err(io::Error::from)?;
@@ -179,17 +222,8 @@ pub fn port_listener(port: OwnedFd) -> io::Result<Listener> {
                 }
             }
             let session = (|| -> io::Result<(PortSession, oneshot::Receiver<()>)> {
-                let rx = pipe::Receiver::from_owned_fd_unchecked(port.try_clone()?)?;
-                let tx = pipe::Sender::from_owned_fd_unchecked(port.try_clone()?)?;
                 let (ended_tx, ended_rx) = oneshot::channel();
-                Ok((
-                    PortSession {
-                        rx,
-                        tx,
-                        ended: Some(ended_tx),
-                    },
-                    ended_rx,
-                ))
+                Ok((PortSession::new(port.try_clone()?, ended_tx)?, ended_rx))
             })();
             match session {
                 Ok((s, ended)) => {
@@ -282,6 +316,43 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(err, PortError::Sysfs { .. }), "{err}");
+    }
+
+    /// A SOCK_SEQPACKET pair behaves like a virtio-serial port: one read
+    /// returns at most one queued packet (buffer), however large the read
+    /// buffer. Several packets queued before the first read must all be
+    /// read without a further wakeup (tokio's pipe types stalled here).
+    #[tokio::test(flavor = "current_thread")]
+    async fn queued_buffers_are_read_without_a_new_wakeup() {
+        use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (guest, host) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        let host = std::fs::File::from(host);
+        let mut sent = Vec::new();
+        for i in 0..5u8 {
+            let packet = vec![i; 4096];
+            std::io::Write::write_all(&mut &host, &packet).unwrap();
+            sent.extend(packet);
+        }
+        let (ended, _ended_rx) = oneshot::channel();
+        let mut session = PortSession::new(guest, ended).unwrap();
+        let mut got = vec![0u8; sent.len()];
+        tokio::time::timeout(Duration::from_secs(5), session.read_exact(&mut got))
+            .await
+            .expect("the session stalled with buffers queued")
+            .unwrap();
+        assert_eq!(got, sent);
+        // And the way back.
+        session.write_all(b"reply").await.unwrap();
+        let mut back = [0u8; 16];
+        let n = std::io::Read::read(&mut &host, &mut back).unwrap();
+        assert_eq!(&back[..n], b"reply");
     }
 
     #[test]

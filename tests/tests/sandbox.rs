@@ -54,6 +54,30 @@ fn stdin_round_trips() {
     env.assert_clean();
 }
 
+/// Regression: WriteStdin frames larger than one virtio-serial buffer (a
+/// page) used to stall the agent's port session (the host then failed with
+/// "channel closed"). 320 KiB go in as 64 KiB frames and must come back
+/// byte for byte.
+#[test]
+fn large_stdin_round_trips_byte_exact() {
+    prerequisites();
+    let _lock = boot_lock();
+    let env = Env::new();
+    let input: Vec<u8> = (0u32..)
+        .map(|i| format!("{i:08x} {}\n", "0123456789abcdef".repeat(3)))
+        .flat_map(String::into_bytes)
+        .take(320 * 1024)
+        .collect();
+    let out = env.run(&[], &["cat"], &input);
+    assert_eq!(out.code(), 0, "stderr: {}", out.stderr);
+    assert_eq!(out.stdout.len(), input.len(), "stderr: {}", out.stderr);
+    assert!(
+        out.stdout.as_bytes() == &input[..],
+        "stdin came back changed"
+    );
+    env.assert_clean();
+}
+
 #[test]
 fn command_not_found_exits_127() {
     prerequisites();

@@ -186,9 +186,10 @@ async fn pump_output(client: AgentClient, stderr: bool, timing: Timing) {
 
 async fn pump_input(client: AgentClient) {
     let mut stdin = tokio::io::stdin();
-    // Small chunks: larger WriteStdin frames (8 KiB+) have been seen to
-    // break the virtio-serial session with the current agent.
-    let mut buf = vec![0u8; 2048];
+    // One WriteStdin per chunk of up to 64 KiB (well under ttrpc's 4 MiB
+    // frame limit); the agent's port session reads frames spanning many
+    // virtio buffers.
+    let mut buf = vec![0u8; 64 * 1024];
     loop {
         match stdin.read(&mut buf).await {
             Ok(0) | Err(_) => {
