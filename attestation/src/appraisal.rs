@@ -113,8 +113,9 @@ pub struct VerifierConfig {
     /// CCA (and sim) platform trust anchors.
     pub cca_trust_anchors: TrustAnchorStore,
     pub reference_values: ReferenceValues,
-    /// Accept evidence from a simulated trust anchor as "warning" instead
-    /// of "contraindicated".
+    /// Accept evidence from a simulated trust anchor: it is then appraised on
+    /// its checks like any CCA platform (and still marked simulated) instead
+    /// of being "contraindicated".
     pub allow_simulated: bool,
     /// Collateral directory for TDX/SNP verifiers that read files.
     pub collateral_dir: Option<PathBuf>,

@@ -7,6 +7,11 @@
 #   simulated:       true when the evidence came from a simulated trust anchor
 #   allow_simulated: true when the caller accepts simulated evidence
 #
+# Simulated evidence (the sim backend) is appraised like any CCA platform
+# whose trust anchor is configured: refused (96) unless the caller allows it,
+# and then rated on its checks alone. The EAR marks it simulated either way,
+# and the KBS's default resource policy refuses it unless configured to allow.
+#
 # Output `result`: {status, trust_vector} with AR4SI values. Status is the
 # worst tier over the claims that were set (0 = no claim is ignored).
 package cloister.appraisal
@@ -47,8 +52,6 @@ hardware := 99 if {
 } else := 96 if {
 	input.simulated
 	not input.allow_simulated
-} else := 32 if {
-	input.simulated
 } else := 2 if {
 	checked("signature")
 } else := 0
@@ -79,8 +82,6 @@ configuration := 99 if {
 runtime_opaque := 96 if {
 	input.simulated
 	not input.allow_simulated
-} else := 32 if {
-	input.simulated
 } else := 99 if {
 	failed("signature")
 } else := 2

@@ -161,7 +161,7 @@ mod tests {
         let cases: Vec<(Option<&str>, bool, bool, &str)> = vec![
             (None, false, false, "affirming"),
             (None, true, false, "contraindicated"),
-            (None, true, true, "warning"),
+            (None, true, true, "affirming"),
             (Some("signature"), false, false, "contraindicated"),
             (Some("trust-anchor"), false, false, "contraindicated"),
             (Some("binding"), false, false, "contraindicated"),

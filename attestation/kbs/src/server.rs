@@ -84,7 +84,7 @@ fn build_verifier(t: &VerifierTexts) -> Result<Verifier, String> {
     Verifier::new(VerifierConfig {
         cca_trust_anchors,
         reference_values,
-        // Simulated evidence is appraised (as "warning") and marked; the
+        // Simulated evidence is appraised on its checks and marked; the
         // resource policy decides whether it gets anything.
         allow_simulated: true,
         collateral_dir: None,

@@ -465,7 +465,7 @@ async fn matching_initdata_is_accepted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resource_denied_by_policy() {
     // Default policy, sim not allowed by config: sim evidence gets a token
-    // (status warning, simulated) but no resource.
+    // (appraised, marked simulated) but no resource.
     let dir = tempfile::tempdir().unwrap();
     let s = start_with(dir.path(), |c| c.allow_sim = false).await;
     s.set_resource("default/key/1", b"x").await;
