@@ -1,13 +1,14 @@
-//! Adapters that plug the SEV-SNP verifier (module `snp`, owned by the
-//! SNP/TDX work) into [`Verifier`](crate::Verifier) through the
+//! Adapters that plug the SEV-SNP and TDX verifiers (modules `snp` and
+//! `tdx`, owned by the SNP/TDX work) into [`Verifier`](crate::Verifier) through the
 //! [`EvidenceVerifier`] trait: authenticity failures become checks named
 //! after the signature or root, claim mismatches become configuration
-//! checks, and named reference values (`snp.measurement`, ...) are compared.
+//! checks, and named reference values (`snp.measurement`, `tdx.mr_td`, ...)
+//! are compared.
 
 use std::path::Path;
 
 use crate::appraisal::{EvidenceVerifier, VerifiedEvidence, VerifyContext};
-use crate::{snp, Category, Check, Error, Tee};
+use crate::{snp, tdx, Category, Check, Error, Tee};
 
 /// SEV-SNP evidence: a raw attestation report (certificates from the
 /// collateral directory) or Trustee's SNP evidence JSON.
@@ -154,12 +155,141 @@ impl EvidenceVerifier for SnpBackend {
 }
 
 fn failed(check: Check) -> VerifiedEvidence {
+    failed_for(Tee::Snp, check)
+}
+
+fn failed_for(tee: Tee, check: Check) -> VerifiedEvidence {
     VerifiedEvidence {
-        tee: Tee::Snp,
+        tee,
         simulated: false,
         claims: serde_json::json!({}),
         report_data: Vec::new(),
         init_data: None,
         checks: vec![check],
+    }
+}
+
+/// TDX evidence: a raw DCAP quote (v4 or v5), verified against Intel's SGX
+/// root CA with collateral (QuoteCollateralV3 JSON) picked by the quote's FMSPC.
+#[derive(Clone, Debug, Default)]
+pub struct TdxBackend {
+    pub verifier: tdx::TdxVerifier,
+    pub collateral: tdx::CollateralStore,
+}
+
+impl TdxBackend {
+    /// Intel's root CA, plus every `*.json` collateral file in `dir`.
+    pub fn new(dir: Option<&Path>) -> Result<Self, Error> {
+        let collateral = match dir {
+            Some(d) => tdx::CollateralStore::from_dir(d).map_err(|e| Error::Evidence {
+                tee: Tee::Tdx,
+                source: Box::new(e),
+            })?,
+            None => tdx::CollateralStore::new(),
+        };
+        Ok(Self {
+            verifier: tdx::TdxVerifier::new(),
+            collateral,
+        })
+    }
+}
+
+impl EvidenceVerifier for TdxBackend {
+    fn verify(&self, evidence: &[u8], ctx: &VerifyContext<'_>) -> Result<VerifiedEvidence, Error> {
+        let unusable = |e: tdx::TdxError| Error::Evidence {
+            tee: Tee::Tdx,
+            source: Box::new(e),
+        };
+        tdx::Quote::parse(evidence).map_err(|e| unusable(e.into()))?;
+        let collateral = self.collateral.for_quote(evidence).map_err(|e| {
+            unusable(match e {
+                tdx::TdxError::Collateral(m) => tdx::TdxError::Collateral(format!(
+                    "{m} (pass --collateral DIR with the platform's QuoteCollateralV3 JSON)"
+                )),
+                e => e,
+            })
+        })?;
+        let now = u64::try_from(ctx.now).unwrap_or(0);
+        let claims = match self.verifier.verify_evidence(evidence, collateral, now) {
+            Ok(c) => c,
+            Err(e @ tdx::TdxError::Signature(_)) => {
+                return Ok(failed_for(
+                    Tee::Tdx,
+                    Check::new(
+                        "tdx quote signature",
+                        Category::Signature,
+                        false,
+                        "a valid quote, QE report and PCK chain to the Intel SGX root",
+                        e.to_string(),
+                    ),
+                ))
+            }
+            Err(tdx::TdxError::Verification(m)) if m.contains("TCB") => {
+                return Ok(failed_for(
+                    Tee::Tdx,
+                    Check::new("tcb_status", Category::Configuration, false, "UpToDate", m),
+                ))
+            }
+            Err(e @ tdx::TdxError::Verification(_)) => {
+                return Ok(failed_for(
+                    Tee::Tdx,
+                    Check::new(
+                        "tdx collateral",
+                        Category::TrustAnchor,
+                        false,
+                        "collateral valid at the evaluation time",
+                        e.to_string(),
+                    ),
+                ))
+            }
+            Err(e) => return Err(unusable(e)),
+        };
+        let mut checks = vec![
+            Check::new(
+                "tdx pck chain",
+                Category::TrustAnchor,
+                true,
+                "a chain to the Intel SGX root CA",
+                "valid",
+            ),
+            Check::new(
+                "tdx quote signature",
+                Category::Signature,
+                true,
+                "valid ECDSA P-256 quote and QE report signatures",
+                "valid",
+            ),
+        ];
+        // TCB status and debug (report_data and MRCONFIGID are compared by the Verifier).
+        let cfg = tdx::TdxConfig::default();
+        let failures = tdx::check_claims(&claims, &cfg).map_err(unusable)?;
+        if !failures.iter().any(|f| f.claim == "tcb_status") {
+            checks.push(Check::new(
+                "tcb_status",
+                Category::Configuration,
+                true,
+                cfg.accepted_tcb_status.join(" or "),
+                claims.tcb_status.clone(),
+            ));
+        }
+        for f in failures {
+            checks.push(Check::new(
+                f.claim,
+                Category::Configuration,
+                false,
+                f.expected,
+                f.found,
+            ));
+        }
+        let json = claims.to_json();
+        checks.extend(named_checks("tdx.", &json, ctx));
+        Ok(VerifiedEvidence {
+            tee: Tee::Tdx,
+            simulated: false,
+            report_data: hex::decode(&claims.report_data).unwrap_or_default(),
+            init_data: Some(hex::decode(&claims.mr_config_id).unwrap_or_default()),
+            claims: json,
+            checks,
+        })
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Args;
-use cloister_attestation::backends::SnpBackend;
+use cloister_attestation::backends::{SnpBackend, TdxBackend};
 use cloister_attestation::cca::TrustAnchorStore;
 use cloister_attestation::ear::{EarIssuer, Submod};
 use cloister_attestation::{ReferenceValues, ReportData, Status, Tee, Verifier, VerifierConfig};
@@ -38,7 +38,7 @@ pub struct VerifyArgs {
     /// Evaluation time (RFC 3339); default: now.
     #[arg(long)]
     now: Option<String>,
-    /// Accept simulated evidence (status at best "warning").
+    /// Accept simulated evidence: appraise it on its checks (the EAR still marks it simulated).
     #[arg(long)]
     allow_simulated: bool,
 }
@@ -104,6 +104,12 @@ fn prepare_and_appraise(a: &VerifyArgs) -> anyhow::Result<Status> {
         verifier = verifier.with_backend(
             Tee::Snp,
             Arc::new(SnpBackend::new(a.collateral.as_deref())?),
+        );
+    }
+    if a.tee == Tee::Tdx {
+        verifier = verifier.with_backend(
+            Tee::Tdx,
+            Arc::new(TdxBackend::new(a.collateral.as_deref())?),
         );
     }
     let evidence = read(&a.evidence, "evidence")?;
@@ -188,5 +194,53 @@ mod tests {
         let mut a = args("ccatoken-cca-token-01.cbor", "ccatoken-ta-tfa.json");
         a.tee = Tee::Tdx;
         assert_eq!(code(&a), 2);
+    }
+
+    #[test]
+    fn tdx_exit_codes() {
+        let tdx = PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../attestation/testdata/tdx/"
+        ));
+        let dir = std::env::temp_dir().join(format!("cloister-verify-tdx-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for n in [
+            "dcap-qvl-tdx_quote_collateral.json",
+            "dcap-qvl-tdx_quote_outdated_collateral.json",
+        ] {
+            std::fs::copy(tdx.join(n), dir.join(n)).unwrap();
+        }
+        let rv = dir.join("rv.txt");
+        std::fs::write(
+            &rv,
+            r#"{"named": {"tdx.mr_td": ["91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c942a604a407de03ae6dc5f87f27428b2538873118b7"]}}"#,
+        )
+        .unwrap();
+        let mut a = VerifyArgs {
+            tee: Tee::Tdx,
+            evidence: tdx.join("dcap-qvl-tdx_quote"),
+            nonce: None,
+            init_data_digest: Some(String::new()),
+            trust_anchors: None,
+            reference_values: Some(rv),
+            collateral: Some(dir.clone()),
+            now: Some("2025-06-19T10:33:27Z".into()),
+            allow_simulated: false,
+        };
+        assert_eq!(code(&a), 0);
+        a.nonce = Some("11".repeat(64));
+        assert_eq!(code(&a), 1);
+        a.nonce = None;
+        a.now = Some("2025-07-19T10:15:00Z".into()); // collateral expired
+        assert_eq!(code(&a), 1);
+        a.evidence = tdx.join("dcap-qvl-tdx_quote_outdated");
+        a.now = Some("2026-02-18T10:59:51Z".into());
+        assert_eq!(code(&a), 1);
+        a.evidence = tdx.join("dcap-qvl-tdx_quote_collateral.json"); // not a quote
+        assert_eq!(code(&a), 2);
+        a.evidence = tdx.join("dcap-qvl-tdx_quote");
+        a.collateral = None;
+        assert_eq!(code(&a), 2);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,0 +1,173 @@
+//! `TdxBackend` through the `Verifier`: the dcap-qvl TDX vectors (provenance
+//! in testdata/tdx/SOURCES.md) appraised with collateral from a directory.
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use cloister_attestation::backends::TdxBackend;
+use cloister_attestation::{
+    Category, ReferenceValues, ReportData, Status, Tee, Verifier, VerifierConfig,
+};
+
+fn td(name: &str) -> Vec<u8> {
+    let p = format!("{}/testdata/tdx/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
+}
+
+/// 2025-06-19T10:33:27Z, inside dcap-qvl-tdx_quote's collateral window.
+const NOW_V4: i64 = 1_750_329_207;
+/// 2026-02-18T10:59:51Z, inside the outdated quote's collateral window.
+const NOW_OUTDATED: i64 = 1_771_412_391;
+const MR_TD: &str = "91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c942a604a407de03ae6dc5f87f27428b2538873118b7";
+
+/// A directory with the v4 and the outdated quote's collateral (distinct FMSPCs).
+fn collateral_dir(tag: &str) -> PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("cloister-tdx-backend-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for n in [
+        "dcap-qvl-tdx_quote_collateral.json",
+        "dcap-qvl-tdx_quote_outdated_collateral.json",
+    ] {
+        std::fs::write(dir.join(n), td(n)).unwrap();
+    }
+    dir
+}
+
+fn verifier(tag: &str, mr_td: &str) -> Verifier {
+    let dir = collateral_dir(tag);
+    let backend = TdxBackend::new(Some(&dir)).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let rv =
+        ReferenceValues::parse(&format!(r#"{{"named": {{"tdx.mr_td": ["{mr_td}"]}}}}"#)).unwrap();
+    Verifier::new(VerifierConfig {
+        reference_values: rv,
+        ..Default::default()
+    })
+    .unwrap()
+    .with_backend(Tee::Tdx, Arc::new(backend))
+}
+
+fn quote_report_data() -> ReportData {
+    let q = cloister_attestation::tdx::Quote::parse(&td("dcap-qvl-tdx_quote")).unwrap();
+    ReportData(q.report_data)
+}
+
+#[test]
+fn up_to_date_quote_is_affirming() {
+    let v = verifier("ok", MR_TD);
+    let rd = quote_report_data();
+    let a = v
+        .appraise(
+            Tee::Tdx,
+            &td("dcap-qvl-tdx_quote"),
+            Some(rd),
+            Some(&[]),
+            NOW_V4,
+        )
+        .unwrap();
+    assert_eq!(a.status, Status::Affirming, "{:?}", a.failures);
+    assert!(a.failures.is_empty());
+    assert!(!a.simulated);
+    assert_eq!(a.claims["mr_td"], MR_TD);
+    assert_eq!(a.claims["tcb_status"], "UpToDate");
+    assert_eq!(a.claims["td_attributes"]["debug"], false);
+    for k in [
+        "rtmr0",
+        "rtmr1",
+        "rtmr2",
+        "rtmr3",
+        "mr_config_id",
+        "mr_owner",
+        "xfam",
+    ] {
+        assert!(a.claims[k].is_string(), "claim {k} missing");
+    }
+    assert_eq!(a.report_data, hex::encode(rd.0));
+    assert_eq!(a.init_data.as_deref(), Some("0".repeat(96).as_str()));
+    let names: Vec<_> = a.checks.iter().map(|c| c.claim.as_str()).collect();
+    for n in [
+        "tdx pck chain",
+        "tdx quote signature",
+        "tcb_status",
+        "tdx.mr_td",
+        "report_data",
+        "init_data",
+    ] {
+        assert!(names.contains(&n), "{n} not in {names:?}");
+    }
+}
+
+#[test]
+fn wrong_nonce_mrconfigid_and_mrtd_are_named() {
+    let v = verifier("nonce", &"00".repeat(48));
+    let a = v
+        .appraise(
+            Tee::Tdx,
+            &td("dcap-qvl-tdx_quote"),
+            Some(ReportData([0x11; 64])),
+            Some(&[0x22; 32]),
+            NOW_V4,
+        )
+        .unwrap();
+    assert_eq!(a.status, Status::Contraindicated);
+    let names: Vec<_> = a.failures.iter().map(|f| f.claim.as_str()).collect();
+    assert_eq!(names, ["tdx.mr_td", "report_data", "init_data"]);
+    assert_eq!(a.failures[1].expected, "11".repeat(64));
+    assert!(a.failures[1].found.starts_with("9a9d48e7"));
+    assert_eq!(a.failures[2].found, "0".repeat(96));
+    assert_eq!(a.failures[0].found, MR_TD);
+}
+
+#[test]
+fn outdated_quote_is_not_affirming() {
+    let v = verifier("outdated", MR_TD);
+    let a = v
+        .appraise(
+            Tee::Tdx,
+            &td("dcap-qvl-tdx_quote_outdated"),
+            None,
+            None,
+            NOW_OUTDATED,
+        )
+        .unwrap();
+    assert_ne!(a.status, Status::Affirming);
+    let tcb = a.checks.iter().find(|c| c.claim == "tcb_status").unwrap();
+    assert!(!tcb.ok);
+    assert_eq!(tcb.category, Category::Configuration);
+    assert!(tcb.found.contains("No matching TCB level"), "{}", tcb.found);
+}
+
+#[test]
+fn expired_collateral_and_missing_collateral() {
+    // After the PCK CRL's nextUpdate: a failing check, not an error.
+    let v = verifier("expired", MR_TD);
+    let a = v
+        .appraise(
+            Tee::Tdx,
+            &td("dcap-qvl-tdx_quote"),
+            None,
+            None,
+            1_752_920_100,
+        )
+        .unwrap();
+    assert_eq!(a.status, Status::Contraindicated);
+    assert!(!a.failures.is_empty());
+    // No collateral for the quote's platform: unusable input naming the fix.
+    let v = Verifier::new(VerifierConfig::default())
+        .unwrap()
+        .with_backend(Tee::Tdx, Arc::new(TdxBackend::new(None).unwrap()));
+    let e = v
+        .appraise(Tee::Tdx, &td("dcap-qvl-tdx_quote"), None, None, NOW_V4)
+        .unwrap_err();
+    let msg = format!(
+        "{e:#} {:?}",
+        std::error::Error::source(&e).map(|s| s.to_string())
+    );
+    assert!(msg.contains("--collateral"), "{msg}");
+    // Not a quote at all: unusable.
+    assert!(v
+        .appraise(Tee::Tdx, b"not a quote", None, None, NOW_V4)
+        .is_err());
+}
