@@ -103,7 +103,11 @@ fn sim_guest_evidence_verifies_against_measured_reference_values() {
     let out = verify(&rd, &p("rv.json"), &["--allow-simulated"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "not accepted:\n{stdout}\n{stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "not accepted:\n{stdout}\n{stderr}"
+    );
     assert!(
         stdout.contains("\"affirming\"") && stdout.contains("simulated"),
         "expected an affirming, simulated verdict:\n{stdout}\n{stderr}"
