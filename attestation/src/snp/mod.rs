@@ -23,26 +23,7 @@ pub use certs::TrustStore;
 use certs::{Cert, OID_BL, OID_FMC, OID_SNP, OID_TEE, OID_UCODE};
 pub use report::{Generation, Report, ReportError, SigningKey, Tcb, REPORT_LEN, SIGNED_LEN};
 
-/// One claim that did not match: which, what was expected, what was found.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Failure {
-    /// Claim name as in [`SnpClaims`] (dotted for nested fields).
-    pub claim: String,
-    /// Expected value.
-    pub expected: String,
-    /// Value found in the evidence.
-    pub found: String,
-}
-
-impl std::fmt::Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}: expected {}, found {}",
-            self.claim, self.expected, self.found
-        )
-    }
-}
+pub use crate::Failure;
 
 fn failure(claim: &str, expected: impl ToString, found: impl ToString) -> Failure {
     Failure {

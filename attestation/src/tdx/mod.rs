@@ -22,26 +22,7 @@ pub use ccel::EventLogError;
 pub use dcap_qvl::QuoteCollateralV3;
 pub use quote::{BodyType, Quote, QuoteError, HEADER_LEN, MAX_QUOTE_LEN};
 
-/// One claim that did not match: which, what was expected, what was found.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Failure {
-    /// Claim name as in [`TdxClaims`].
-    pub claim: String,
-    /// Expected value.
-    pub expected: String,
-    /// Value found.
-    pub found: String,
-}
-
-impl std::fmt::Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}: expected {}, found {}",
-            self.claim, self.expected, self.found
-        )
-    }
-}
+pub use crate::Failure;
 
 fn failure(claim: &str, expected: impl ToString, found: impl ToString) -> Failure {
     Failure {
