@@ -103,9 +103,24 @@ impl AgentClient {
                 let a = format!("vsock://{cid}:{port}");
                 (a.clone(), PathBuf::from(a))
             }
+            AgentTransport::VhostUserVsock { uds, .. } => (String::new(), uds.clone()),
         };
         loop {
-            match ttrpc::r#async::transport::Socket::connect(&addr).await {
+            let attempt = match transport {
+                // A request the guest never answers (its driver is not up
+                // yet) must not hold the loop: retry after a while.
+                AgentTransport::VhostUserVsock { uds, port, .. } => match tokio::time::timeout(
+                    Duration::from_secs(2),
+                    crate::vhost_user::connect(uds, *port),
+                )
+                .await
+                {
+                    Ok(r) => r.map(Into::into),
+                    Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+                },
+                _ => ttrpc::r#async::transport::Socket::connect(&addr).await,
+            };
+            match attempt {
                 Ok(sock) => {
                     let client = ttrpc::r#async::Client::new(sock);
                     return Ok(AgentClient {

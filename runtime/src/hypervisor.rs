@@ -25,6 +25,19 @@ pub enum AgentTransport {
         /// The port the agent listens on.
         port: u32,
     },
+    /// virtio-vsock served by a vhost-user backend process
+    /// ([`crate::vhost_user`]), for hosts without `/dev/vhost-vsock`.
+    #[serde(rename = "vhost-user-vsock")]
+    VhostUserVsock {
+        /// The backend's socket the VMM connects to.
+        vmm_socket: PathBuf,
+        /// The backend's socket the host connects to (`CONNECT <port>`).
+        uds: PathBuf,
+        /// The guest's context id.
+        cid: u32,
+        /// The port the agent listens on.
+        port: u32,
+    },
 }
 
 impl AgentTransport {
@@ -32,7 +45,9 @@ impl AgentTransport {
     pub fn guest_channel(&self) -> cloister_protocol::Channel {
         match self {
             AgentTransport::Serial { .. } => cloister_protocol::Channel::Serial,
-            AgentTransport::Vsock { port, .. } => cloister_protocol::Channel::Vsock { port: *port },
+            AgentTransport::Vsock { port, .. } | AgentTransport::VhostUserVsock { port, .. } => {
+                cloister_protocol::Channel::Vsock { port: *port }
+            }
         }
     }
 }

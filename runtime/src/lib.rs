@@ -16,12 +16,13 @@ pub mod sandbox;
 pub mod state;
 mod sys;
 pub mod tee;
+pub mod vhost_user;
 
 pub use accel::{Accel, AccelProbe};
 pub use agent::{AgentClient, AgentError};
 pub use hypervisor::{AgentTransport, Hypervisor, VmHandle, VmSpec};
 pub use qemu::{Qemu, QemuDriver, QemuError};
-pub use sandbox::{Sandbox, SandboxConfig, SandboxError};
+pub use sandbox::{ChannelChoice, Sandbox, SandboxConfig, SandboxError};
 
 /// Whether a process is alive (for tests and `cloister ps`).
 pub fn process_alive(pid: u32) -> bool {

@@ -45,6 +45,9 @@ pub enum QemuError {
         /// The first line it printed.
         output: String,
     },
+    /// vhost-user needs shared RAM, which a TEE's private memory is not.
+    #[error("the vhost-user vsock channel needs shared guest RAM, but the TEE backend sets its own memory ({0}); use --channel serial with this TEE")]
+    VhostUserWithTeeMemory(String),
     /// A TEE memory backend without an `id=`.
     #[error("TEE memory backend {0:?} has no id=: the backend must name it")]
     BackendWithoutId(String),
@@ -161,7 +164,18 @@ pub fn qemu_args(spec: &VmSpec) -> Result<Vec<String>, QemuError> {
     push(&["-name", &spec.name]);
     let mut machine = MACHINE.to_owned();
     let mut objects = spec.tee.objects.clone();
-    if let Some(backend) = &spec.tee.memory_backend {
+    let memory_backend = match (&spec.agent, &spec.tee.memory_backend) {
+        // A vhost-user backend maps guest RAM, so RAM must be a shared fd.
+        (AgentTransport::VhostUserVsock { .. }, None) => Some(format!(
+            "memory-backend-memfd,id=ram0,size={}M,share=on",
+            spec.memory_mib
+        )),
+        (AgentTransport::VhostUserVsock { .. }, Some(tee)) => {
+            return Err(QemuError::VhostUserWithTeeMemory(tee.clone()))
+        }
+        (_, tee) => tee.clone(),
+    };
+    if let Some(backend) = &memory_backend {
         let id = object_id(backend).ok_or_else(|| QemuError::BackendWithoutId(backend.clone()))?;
         machine.push_str(&format!(",memory-backend={id}"));
         objects.push(backend.clone());
@@ -215,6 +229,12 @@ pub fn qemu_args(spec: &VmSpec) -> Result<Vec<String>, QemuError> {
         AgentTransport::Vsock { cid, .. } => {
             push(&["-device", &format!("vhost-vsock-pci,guest-cid={cid}")])
         }
+        AgentTransport::VhostUserVsock { vmm_socket, .. } => push(&[
+            "-chardev",
+            &format!("socket,id=vsock0,path={}", esc(vmm_socket)),
+            "-device",
+            "vhost-user-vsock-pci,chardev=vsock0",
+        ]),
     }
     if let Some(img) = &spec.rootfs_image {
         push(&[
@@ -444,6 +464,32 @@ mod tests {
         s.tee.memory_backend = Some("memory-backend-memfd,size=1G".into());
         let err = qemu_args(&s).unwrap_err();
         assert!(err.to_string().contains("no id="), "{err}");
+    }
+
+    #[test]
+    fn vhost_user_vsock_gets_shared_ram_and_its_device() {
+        let mut s = spec();
+        s.agent = AgentTransport::VhostUserVsock {
+            vmm_socket: "/s/vhost.sock".into(),
+            uds: "/s/vsock.sock".into(),
+            cid: 3,
+            port: 1024,
+        };
+        let a = qemu_args(&s).unwrap();
+        assert_eq!(after(&a, "-machine"), ["q35,memory-backend=ram0"]);
+        assert_eq!(
+            after(&a, "-object"),
+            ["memory-backend-memfd,id=ram0,size=512M,share=on"]
+        );
+        assert!(after(&a, "-chardev").contains(&"socket,id=vsock0,path=/s/vhost.sock"));
+        assert!(after(&a, "-device").contains(&"vhost-user-vsock-pci,chardev=vsock0"));
+        assert!(!after(&a, "-device")
+            .iter()
+            .any(|d| d.contains("virtserial")));
+
+        s.tee.memory_backend = Some("memory-backend-memfd,id=ram0,size=512M".into());
+        let err = qemu_args(&s).unwrap_err();
+        assert!(err.to_string().contains("--channel serial"), "{err}");
     }
 
     #[test]

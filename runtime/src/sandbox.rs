@@ -19,6 +19,7 @@ use crate::hypervisor::{AgentTransport, Hypervisor, VmHandle, VmSpec};
 use crate::qemu::{Qemu, QemuDriver, QemuError, QemuVm};
 use crate::rootfs::{self, RootfsError};
 use crate::state::{self, files, Metadata, StateDir, StateError};
+use crate::vhost_user::VsockBackend;
 
 /// How many console lines an error shows.
 pub const CONSOLE_TAIL: usize = 12;
@@ -48,6 +49,8 @@ pub struct SandboxConfig {
     pub runtime_dir: PathBuf,
     /// The command (recorded in the metadata for `cloister ps`).
     pub command: Vec<String>,
+    /// The agent channel.
+    pub channel: ChannelChoice,
 }
 
 /// Why a sandbox could not be started.
@@ -97,25 +100,91 @@ pub enum SandboxError {
     /// Waiting on QEMU failed.
     #[error("waiting for QEMU")]
     Wait(#[source] std::io::Error),
+    /// `--channel vsock` on a host without vhost-vsock.
+    #[error("the vsock channel needs /dev/vhost-vsock, which cannot be opened here: run `modprobe vhost_vsock`, or use --channel vhost-user-vsock or serial")]
+    NoVhostVsock,
+    /// The vhost-user vsock backend failed.
+    #[error(transparent)]
+    VhostUser(#[from] crate::vhost_user::VhostUserError),
 }
 
-/// Which agent transport this host supports: vsock when `/dev/vhost-vsock`
-/// can be opened (and `$CLOISTER_CHANNEL` is not `serial`), else virtio-serial.
-pub fn choose_transport(state_dir: &std::path::Path) -> AgentTransport {
-    let forced_serial = std::env::var("CLOISTER_CHANNEL").is_ok_and(|v| v == "serial");
-    if !forced_serial && vhost_vsock_usable() {
+/// Which agent channel a sandbox uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ChannelChoice {
+    /// vsock when `/dev/vhost-vsock` can be opened, else virtio-serial.
+    #[default]
+    Auto,
+    /// A virtio-serial port.
+    Serial,
+    /// virtio-vsock through `/dev/vhost-vsock`.
+    Vsock,
+    /// virtio-vsock through a vhost-user backend process.
+    VhostUserVsock,
+}
+
+impl ChannelChoice {
+    /// The accepted names, as the CLI spells them.
+    pub const NAMES: &'static str = "auto, serial, vsock, vhost-user-vsock";
+}
+
+impl std::str::FromStr for ChannelChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "serial" => Ok(Self::Serial),
+            "vsock" => Ok(Self::Vsock),
+            "vhost-user-vsock" => Ok(Self::VhostUserVsock),
+            other => Err(format!(
+                "unknown agent channel {other:?}: expected one of {}",
+                Self::NAMES
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for ChannelChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Serial => "serial",
+            Self::Vsock => "vsock",
+            Self::VhostUserVsock => "vhost-user-vsock",
+        })
+    }
+}
+
+/// The guest CID under a per-sandbox vhost-user backend (it has its own
+/// CID space, so every sandbox can use the first unreserved one).
+const VHOST_USER_GUEST_CID: u32 = 3;
+
+/// The agent transport for `choice` on this host.
+pub fn choose_transport(
+    choice: ChannelChoice,
+    state_dir: &std::path::Path,
+) -> Result<AgentTransport, SandboxError> {
+    let port = cloister_protocol::channel::DEFAULT_VSOCK_PORT;
+    let vsock = || {
         // Guest CIDs 0-2 are reserved; derive one from our pid so that
         // concurrent sandboxes differ.
         let cid = 3 + (std::process::id() % 0x00ff_ffff);
-        AgentTransport::Vsock {
-            cid,
-            port: cloister_protocol::channel::DEFAULT_VSOCK_PORT,
-        }
-    } else {
-        AgentTransport::Serial {
-            socket: state_dir.join(files::AGENT_SOCK),
-        }
-    }
+        AgentTransport::Vsock { cid, port }
+    };
+    let serial = || AgentTransport::Serial {
+        socket: state_dir.join(files::AGENT_SOCK),
+    };
+    Ok(match choice {
+        ChannelChoice::Auto if vhost_vsock_usable() => vsock(),
+        ChannelChoice::Auto | ChannelChoice::Serial => serial(),
+        ChannelChoice::Vsock if vhost_vsock_usable() => vsock(),
+        ChannelChoice::Vsock => return Err(SandboxError::NoVhostVsock),
+        ChannelChoice::VhostUserVsock => AgentTransport::VhostUserVsock {
+            vmm_socket: state_dir.join(files::VHOST_USER_SOCK),
+            uds: state_dir.join(files::VSOCK_HOST_SOCK),
+            cid: VHOST_USER_GUEST_CID,
+            port,
+        },
+    })
 }
 
 /// Whether `/dev/vhost-vsock` exists and opens read-write.
@@ -143,6 +212,7 @@ pub fn base_cmdline(transport: &AgentTransport, extra: &[String]) -> String {
 /// guard is dropped, and the state dir goes last.
 pub struct Sandbox {
     vm: QemuVm,
+    _vsock_backend: Option<VsockBackend>,
     client: Option<AgentClient>,
     _guard: Option<Box<dyn Send>>,
     config: SandboxConfig,
@@ -193,7 +263,23 @@ impl Sandbox {
             }
             None => None,
         };
-        let transport = choose_transport(dir.path());
+        let transport = choose_transport(config.channel, dir.path())?;
+        let vsock_backend = match &transport {
+            AgentTransport::VhostUserVsock {
+                vmm_socket,
+                uds,
+                cid,
+                ..
+            } => Some(VsockBackend::spawn(
+                &crate::vhost_user::locate()?,
+                *cid,
+                vmm_socket,
+                uds,
+                &dir.file(files::VHOST_USER_LOG),
+                Duration::from_secs(5),
+            )?),
+            _ => None,
+        };
         let launch = Launch {
             kernel: config.kernel.clone(),
             initramfs: config.initramfs.clone(),
@@ -229,6 +315,7 @@ impl Sandbox {
         let _ = std::fs::write(dir.file(files::VMM_PID), format!("{}\n", vm.pid()));
         Ok(Sandbox {
             vm,
+            _vsock_backend: vsock_backend,
             client: None,
             _guard: prepared.guard,
             config,

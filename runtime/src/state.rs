@@ -91,6 +91,12 @@ pub mod files {
     pub const VMM_PID: &str = "vmm.pid";
     /// The agent's virtio-serial socket.
     pub const AGENT_SOCK: &str = "agent.sock";
+    /// The vhost-user vsock backend's socket for QEMU.
+    pub const VHOST_USER_SOCK: &str = "vhost-vsock.sock";
+    /// The vhost-user vsock backend's socket for the host (`CONNECT <port>`).
+    pub const VSOCK_HOST_SOCK: &str = "vsock.sock";
+    /// The vhost-user vsock backend's stderr.
+    pub const VHOST_USER_LOG: &str = "vhost-vsock.log";
     /// The guest console.
     pub const CONSOLE_LOG: &str = "console.log";
     /// The VMM's stderr.

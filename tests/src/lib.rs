@@ -139,6 +139,8 @@ impl Env {
         let dir = self.runtime_dir.path();
         let pids = qemu_pids_mentioning(dir);
         assert!(pids.is_empty(), "QEMU processes left behind: {pids:?}");
+        let pids = pids_mentioning(dir, "vhost-device-vsock");
+        assert!(pids.is_empty(), "vsock backends left behind: {pids:?}");
         let left = self.state_dirs();
         assert!(left.is_empty(), "state left in the runtime dir: {left:?}");
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
@@ -235,6 +237,11 @@ pub fn wait_limit(child: &mut Child, limit: Duration) -> ExitStatus {
 
 /// Pids of QEMU processes whose command line mentions `path`.
 pub fn qemu_pids_mentioning(path: &Path) -> Vec<u32> {
+    pids_mentioning(path, "qemu-system")
+}
+
+/// Pids of live `program` processes whose command line mentions `path`.
+pub fn pids_mentioning(path: &Path, program: &str) -> Vec<u32> {
     let needle = path.display().to_string();
     let mut pids = Vec::new();
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
@@ -245,7 +252,7 @@ pub fn qemu_pids_mentioning(path: &Path) -> Vec<u32> {
             continue;
         };
         let cmd = String::from_utf8_lossy(&cmd);
-        if cmd.contains("qemu-system") && cmd.contains(&needle) {
+        if cmd.contains(program) && cmd.contains(&needle) {
             pids.push(pid);
         }
     }

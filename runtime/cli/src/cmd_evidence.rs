@@ -71,8 +71,6 @@ pub fn run(args: EvidenceArgs) -> anyhow::Result<()> {
     let qemu = Qemu::find()?;
     let assets = cloister_firmware::Assets::locate(None)?;
     let backend = backend(args.tee, &HostOptions::from_env());
-    // The evidence client speaks to the agent over the virtio-serial socket.
-    std::env::set_var("CLOISTER_CHANNEL", "serial");
     let config = SandboxConfig {
         tee: args.tee,
         kernel: assets.kernel.clone(),
@@ -85,6 +83,8 @@ pub fn run(args: EvidenceArgs) -> anyhow::Result<()> {
         extra_cmdline: Vec::new(),
         runtime_dir: state::runtime_dir()?,
         command: vec!["(evidence)".into()],
+        // The evidence client speaks to the agent over the virtio-serial socket.
+        channel: cloister_runtime::ChannelChoice::Serial,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -36,6 +36,15 @@ pub struct RunArgs {
         env = "CLOISTER_AGENT_TIMEOUT"
     )]
     agent_timeout: u64,
+    /// Agent channel: auto (vsock when /dev/vhost-vsock opens, else serial),
+    /// serial, vsock, or vhost-user-vsock (vsock through vhost-device-vsock).
+    #[arg(
+        long,
+        value_name = "CHANNEL",
+        default_value = "auto",
+        env = "CLOISTER_CHANNEL"
+    )]
+    channel: cloister_runtime::ChannelChoice,
     /// Extra guest kernel command line word (repeatable; for debugging and tests).
     #[arg(long = "kernel-arg", value_name = "WORD", hide = true)]
     kernel_args: Vec<String>,
@@ -65,6 +74,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         extra_cmdline: args.kernel_args.clone(),
         runtime_dir: state::runtime_dir()?,
         command: args.command.clone(),
+        channel: args.channel,
     };
     // A current-thread runtime keeps everything (including the QEMU spawn,
     // whose parent-death signal is tied to the spawning thread) on the main
