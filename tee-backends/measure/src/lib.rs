@@ -15,6 +15,8 @@
 pub mod cca;
 pub mod digest;
 pub mod ovmf_footer;
+pub mod pe;
+pub mod qemu_x86;
 #[cfg(feature = "snp")]
 pub mod snp;
 pub mod tdx;

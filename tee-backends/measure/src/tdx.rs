@@ -50,6 +50,14 @@ pub enum TdxError {
     /// RTMR index outside 0..=3.
     #[error("RTMR index {0} out of range: expected 0..=3")]
     RtmrIndex(usize),
+    /// The kernel is not a PE/COFF (EFI stub) image the firmware can load.
+    #[error(
+        "kernel: {0} (TDVF boots the kernel as an EFI application: expected an EFI-stub bzImage)"
+    )]
+    Kernel(#[from] crate::pe::PeError),
+    /// QEMU would refuse (or this model cannot follow) the direct boot.
+    #[error("direct boot: {0}")]
+    QemuBoot(#[from] crate::qemu_x86::QemuBootError),
 }
 
 /// TDVF section types.
@@ -247,6 +255,8 @@ pub struct CcEvent {
     pub event_type: u32,
     /// SHA-384 digest extended.
     pub digest: Sha384Digest,
+    /// The event data as logged (what the digest covers depends on the type).
+    pub event_data: Vec<u8>,
 }
 
 const EV_NO_ACTION: u32 = 3;
@@ -317,6 +327,7 @@ pub fn parse_ccel(log: &[u8]) -> Result<Vec<CcEvent>, TdxError> {
             off += 2 + size;
         }
         let esize = u32_at(log, off).ok_or_else(|| err(start, "truncated event size"))? as usize;
+        let data_at = off + 4;
         off = off
             .checked_add(4 + esize)
             .filter(|e| *e <= log.len())
@@ -333,6 +344,7 @@ pub fn parse_ccel(log: &[u8]) -> Result<Vec<CcEvent>, TdxError> {
             rtmr,
             event_type: ty,
             digest,
+            event_data: log[data_at..off].to_vec(),
         });
     }
     Ok(out)
@@ -366,6 +378,266 @@ pub fn td_payload_reference(data: &[u8], pad_to: usize) -> Result<Sha384Digest, 
         left -= n;
     }
     Ok(Digest(h.finalize().into()))
+}
+
+// ---------------------------------------------------------------------------
+// RTMR1/RTMR2 of a QEMU + TDVF direct kernel boot (-kernel/-initrd/-append).
+// ---------------------------------------------------------------------------
+
+/// `EV_SEPARATOR`.
+pub const EV_SEPARATOR: u32 = 0x4;
+/// `EV_EVENT_TAG`.
+pub const EV_EVENT_TAG: u32 = 0x6;
+/// `EV_EFI_BOOT_SERVICES_APPLICATION`.
+pub const EV_EFI_BOOT_SERVICES_APPLICATION: u32 = 0x8000_0003;
+/// `EV_EFI_ACTION`.
+pub const EV_EFI_ACTION: u32 = 0x8000_0007;
+
+/// Tagged-event id of the Linux EFI stub's initrd event.
+pub const INITRD_EVENT_TAG_ID: u32 = 0x8F3B_22EC;
+/// Tagged-event id of the Linux EFI stub's load-options event.
+pub const LOAD_OPTIONS_EVENT_TAG_ID: u32 = 0x8F3B_22ED;
+
+/// TDVF's `EV_EFI_ACTION` strings on the direct-boot path (measured as the
+/// ASCII bytes without a NUL).
+pub const CALLING_EFI_APPLICATION: &str = "Calling EFI Application from Boot Option";
+/// Measured when the OS loader calls ExitBootServices.
+pub const EXIT_BOOT_SERVICES_INVOCATION: &str = "Exit Boot Services Invocation";
+/// Measured when ExitBootServices succeeds.
+pub const EXIT_BOOT_SERVICES_SUCCEEDED: &str = "Exit Boot Services Returned with Success";
+
+/// Where TDVF extends the ReadyToBoot `EV_SEPARATOR`.
+///
+/// EDK II commit efaf893 ("OvmfPkg/TdTcg2Dxe: Fix the SeparatorEvent issue
+/// in RTMRs", first in edk2-stable202411) moved it from RTMR0 to RTMR1, so
+/// RTMR1 of the same kernel differs between firmware generations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SeparatorLayout {
+    /// edk2-stable202411 and later: the separator goes to RTMR1, after
+    /// "Calling EFI Application from Boot Option".
+    #[default]
+    Edk2Stable202411,
+    /// Earlier TDVF: the separator goes to RTMR0; RTMR1 has none.
+    Legacy,
+}
+
+/// The three component digests a direct boot measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirectBootDigests {
+    /// Authenticode SHA-384 of the kernel image as the firmware loaded it.
+    pub kernel: Sha384Digest,
+    /// SHA-384 of the UTF-16LE `LoadOptions` (None: the image has none).
+    pub load_options: Option<Sha384Digest>,
+    /// SHA-384 of the initrd bytes (None: no initrd).
+    pub initrd: Option<Sha384Digest>,
+}
+
+/// One event the prediction expects in the CCEL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PredictedEvent {
+    /// RTMR index (0..=3).
+    pub rtmr: usize,
+    /// TCG event type.
+    pub event_type: u32,
+    /// Digest extended.
+    pub digest: Sha384Digest,
+    /// The event data TDVF / the EFI stub log with it.
+    pub event_data: Vec<u8>,
+    /// What it is.
+    pub what: &'static str,
+}
+
+/// The Linux EFI stub's `EV_EVENT_TAG` event data: tagged event id (u32 LE),
+/// description size (u32 LE), description with its NUL.
+pub fn tagged_event_data(id: u32, description: &str) -> Vec<u8> {
+    let mut d = Vec::with_capacity(9 + description.len());
+    d.extend_from_slice(&id.to_le_bytes());
+    d.extend_from_slice(&(description.len() as u32 + 1).to_le_bytes());
+    d.extend_from_slice(description.as_bytes());
+    d.push(0);
+    d
+}
+
+/// The `LoadOptions` OVMF gives the kernel image for a direct boot: the
+/// fw_cfg command line, plus `" initrd=initrd"` when an initrd is present,
+/// widened byte by byte to UTF-16LE (OVMF prints it with `%a`) and
+/// NUL-terminated. None when both are empty (OVMF then sets no options and
+/// the stub measures nothing).
+pub fn direct_boot_load_options(cmdline: &str, has_initrd: bool) -> Option<Vec<u8>> {
+    let suffix = if has_initrd { " initrd=initrd" } else { "" };
+    if cmdline.is_empty() && suffix.is_empty() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(2 * (cmdline.len() + suffix.len() + 1));
+    for b in cmdline.bytes().chain(suffix.bytes()).chain([0u8]) {
+        out.extend_from_slice(&u16::from(b).to_le_bytes());
+    }
+    Some(out)
+}
+
+fn sha384(data: &[u8]) -> Sha384Digest {
+    Digest(Sha384::digest(data).into())
+}
+
+/// The RTMR1 and RTMR2 events of a TDVF direct kernel boot, in log order,
+/// from the component digests.
+///
+/// RTMR1 (PCR 2–6): the kernel image as `EV_EFI_BOOT_SERVICES_APPLICATION`
+/// (measured when OVMF's `QemuLoadKernelImage` calls LoadImage), then at
+/// ReadyToBoot `EV_EFI_ACTION` "Calling EFI Application from Boot Option"
+/// and (edk2-stable202411+) `EV_SEPARATOR` over four zero bytes, then
+/// at ExitBootServices "Exit Boot Services Invocation" and "Exit Boot
+/// Services Returned with Success".
+///
+/// RTMR2 (PCR 8–15): the Linux EFI stub (Linux 6.8+ measures through
+/// `EFI_CC_MEASUREMENT_PROTOCOL` when there is no TPM) extends
+/// `EV_EVENT_TAG` "LOADED_IMAGE::LoadOptions" over the LoadOptions buffer,
+/// then `EV_EVENT_TAG` "Linux initrd" over the initrd bytes.
+pub fn direct_boot_events(d: &DirectBootDigests, layout: SeparatorLayout) -> Vec<PredictedEvent> {
+    let action = |s: &'static str| PredictedEvent {
+        rtmr: 1,
+        event_type: EV_EFI_ACTION,
+        digest: sha384(s.as_bytes()),
+        event_data: s.as_bytes().to_vec(),
+        what: s,
+    };
+    let mut ev = vec![
+        PredictedEvent {
+            rtmr: 1,
+            event_type: EV_EFI_BOOT_SERVICES_APPLICATION,
+            digest: d.kernel,
+            // UEFI_IMAGE_LOAD_EVENT + device path: depends on load address.
+            event_data: Vec::new(),
+            what: "kernel (Authenticode SHA-384)",
+        },
+        action(CALLING_EFI_APPLICATION),
+    ];
+    if layout == SeparatorLayout::Edk2Stable202411 {
+        ev.push(PredictedEvent {
+            rtmr: 1,
+            event_type: EV_SEPARATOR,
+            digest: sha384(&[0; 4]),
+            event_data: vec![0; 4],
+            what: "separator",
+        });
+    }
+    if let Some(digest) = d.load_options {
+        ev.push(PredictedEvent {
+            rtmr: 2,
+            event_type: EV_EVENT_TAG,
+            digest,
+            event_data: tagged_event_data(LOAD_OPTIONS_EVENT_TAG_ID, "LOADED_IMAGE::LoadOptions"),
+            what: "kernel command line (LoadOptions)",
+        });
+    }
+    if let Some(digest) = d.initrd {
+        ev.push(PredictedEvent {
+            rtmr: 2,
+            event_type: EV_EVENT_TAG,
+            digest,
+            event_data: tagged_event_data(INITRD_EVENT_TAG_ID, "Linux initrd"),
+            what: "initrd",
+        });
+    }
+    ev.push(action(EXIT_BOOT_SERVICES_INVOCATION));
+    ev.push(action(EXIT_BOOT_SERVICES_SUCCEEDED));
+    ev
+}
+
+/// A direct kernel boot to predict.
+#[derive(Debug, Clone, Copy)]
+pub struct DirectBoot<'a> {
+    /// The bzImage given to `-kernel`.
+    pub kernel: &'a [u8],
+    /// The `-initrd` bytes, if any.
+    pub initrd: Option<&'a [u8]>,
+    /// The `-append` command line.
+    pub cmdline: &'a str,
+    /// Which kernel bytes QEMU hands the firmware.
+    pub header: crate::qemu_x86::KernelHeader,
+    /// TDVF generation.
+    pub layout: SeparatorLayout,
+}
+
+/// Predicted RTMR1/RTMR2 of a direct boot, with the events behind them.
+/// RTMR0 (TD HOB, ACPI tables, firmware configuration, boot variables) and
+/// RTMR3 (runtime) are not predicted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectBootPrediction {
+    /// Component digests.
+    pub digests: DirectBootDigests,
+    /// RTMR1/RTMR2 events in log order.
+    pub events: Vec<PredictedEvent>,
+    /// RTMR1.
+    pub rtmr1: Sha384Digest,
+    /// RTMR2.
+    pub rtmr2: Sha384Digest,
+}
+
+/// The component digests of a direct boot.
+pub fn direct_boot_digests(b: &DirectBoot<'_>) -> Result<DirectBootDigests, TdxError> {
+    let image = crate::qemu_x86::firmware_kernel_image(
+        b.kernel,
+        b.cmdline,
+        b.initrd.map(|i| i.len() as u64),
+        b.header,
+    )?;
+    Ok(DirectBootDigests {
+        kernel: crate::pe::authenticode_sha384(&image)?,
+        load_options: direct_boot_load_options(b.cmdline, b.initrd.is_some()).map(|o| sha384(&o)),
+        initrd: b.initrd.map(sha384),
+    })
+}
+
+/// Fold events into RTMR values.
+pub fn rtmrs_of(events: &[PredictedEvent]) -> Result<Rtmrs, TdxError> {
+    let mut r = Rtmrs::default();
+    for e in events {
+        r.extend(e.rtmr, &e.digest)?;
+    }
+    Ok(r)
+}
+
+/// Predict RTMR1 and RTMR2 of a direct boot.
+pub fn predict_direct_boot(b: &DirectBoot<'_>) -> Result<DirectBootPrediction, TdxError> {
+    let digests = direct_boot_digests(b)?;
+    let events = direct_boot_events(&digests, b.layout);
+    let r = rtmrs_of(&events)?;
+    Ok(DirectBootPrediction {
+        digests,
+        events,
+        rtmr1: r.0[1],
+        rtmr2: r.0[2],
+    })
+}
+
+/// Compare the RTMR1/RTMR2 events of a recorded CCEL with a prediction.
+/// Returns one line per difference (empty: they agree), naming the event.
+pub fn compare_with_log(predicted: &[PredictedEvent], log: &[CcEvent]) -> Vec<String> {
+    let mut out = Vec::new();
+    for rtmr in [1usize, 2] {
+        let want: Vec<&PredictedEvent> = predicted.iter().filter(|e| e.rtmr == rtmr).collect();
+        let got: Vec<&CcEvent> = log.iter().filter(|e| e.rtmr == rtmr).collect();
+        for i in 0..want.len().max(got.len()) {
+            match (want.get(i), got.get(i)) {
+                (Some(w), Some(g)) if w.event_type == g.event_type && w.digest == g.digest => {}
+                (Some(w), Some(g)) => out.push(format!(
+                    "RTMR{rtmr} event {i}: expected {} (type {:#x}, digest {}), log has type {:#x} digest {}",
+                    w.what, w.event_type, w.digest, g.event_type, g.digest
+                )),
+                (Some(w), None) => out.push(format!(
+                    "RTMR{rtmr} event {i}: expected {} (type {:#x}), the log ends",
+                    w.what, w.event_type
+                )),
+                (None, Some(g)) => out.push(format!(
+                    "RTMR{rtmr} event {i}: not predicted: type {:#x} digest {}",
+                    g.event_type, g.digest
+                )),
+                (None, None) => {}
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
