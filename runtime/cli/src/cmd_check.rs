@@ -71,6 +71,21 @@ pub fn probes() -> Vec<HostProbe> {
         },
         None,
     ));
+    out.push(match cloister_runtime::vhost_user::locate() {
+        Ok(p) => probe(
+            "vhost-user vsock backend",
+            true,
+            format!("{} (for --channel vhost-user-vsock)", p.display()),
+            None,
+        ),
+        // Optional: only --channel vhost-user-vsock needs it.
+        Err(e) => probe(
+            "vhost-user vsock backend",
+            true,
+            format!("not available, --channel vhost-user-vsock will fail: {e}"),
+            None,
+        ),
+    });
     out.push(match rootfs::find_mke2fs() {
         Some(p) => probe("mke2fs", true, p.display().to_string(), None),
         None => probe(
