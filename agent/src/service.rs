@@ -60,6 +60,42 @@ impl Agent {
         }
     }
 
+    /// Checks the sandbox's initdata against what the TEE reports before
+    /// anything trusts it: the digest must equal the RPV / HOST_DATA /
+    /// MRCONFIGID the host set at launch, and with no initdata that field
+    /// must be zero (a host cannot launch with one document and hand over
+    /// another, or withhold it). A guest without a TEE refuses initdata.
+    fn accept_initdata(&self, initdata: Option<&[u8]>) -> ttrpc::Result<()> {
+        let attester = match (self.attester(), initdata) {
+            (Ok(a), _) => a,
+            (Err(_), None) => return Ok(()),
+            (Err(why), Some(_)) => {
+                return Err(status(
+                    Code::FAILED_PRECONDITION,
+                    format!("initdata refused: nothing in this guest can confirm it ({why})"),
+                ))
+            }
+        };
+        let tee = attester.tee();
+        let evidence = attester.evidence(&[0; REPORT_DATA_LEN]).map_err(|e| {
+            status(
+                Code::INTERNAL,
+                format!("initdata check: {tee} evidence: {}", error_chain(&e)),
+            )
+        })?;
+        cloister_tee::evidence::check_initdata(tee, &evidence, initdata)
+            .map_err(|e| status(Code::FAILED_PRECONDITION, format!("initdata refused: {e}")))?;
+        match initdata {
+            Some(doc) => crate::log!(
+                "initdata ({} bytes) matches the {tee} {}",
+                doc.len(),
+                cloister_tee::evidence::initdata_field_name(tee)
+            ),
+            None => crate::log!("no initdata; the {tee} field is zero as expected"),
+        }
+        Ok(())
+    }
+
     /// The attester, detected on first use.
     fn attester(&self) -> Result<Arc<dyn Attester>, String> {
         self.attester
@@ -137,6 +173,8 @@ impl AgentService for AgentApi {
         _: &TtrpcContext,
         req: pb::CreateSandboxRequest,
     ) -> ttrpc::Result<pb::Empty> {
+        let initdata = (!req.initdata.is_empty()).then_some(req.initdata.as_slice());
+        self.0.accept_initdata(initdata)?;
         if !req.hostname.is_empty() {
             crate::init::set_hostname(&req.hostname);
         }

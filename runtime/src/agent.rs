@@ -193,9 +193,16 @@ impl AgentClient {
     }
 
     /// CreateSandbox.
-    pub async fn create_sandbox(&self, id: &str) -> Result<(), AgentError> {
+    /// CreateSandbox, handing the guest its initdata document (if any); a
+    /// TEE guest refuses it unless it matches what the TEE reports.
+    pub async fn create_sandbox(
+        &self,
+        id: &str,
+        initdata: Option<&[u8]>,
+    ) -> Result<(), AgentError> {
         let req = pb::CreateSandboxRequest {
             sandbox_id: id.to_owned(),
+            initdata: initdata.map(<[u8]>::to_vec).unwrap_or_default(),
             ..Default::default()
         };
         self.agent

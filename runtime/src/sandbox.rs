@@ -51,6 +51,10 @@ pub struct SandboxConfig {
     pub command: Vec<String>,
     /// The agent channel.
     pub channel: ChannelChoice,
+    /// The initdata document: its digest goes into the TEE's launch
+    /// measurement (RPV, HOST_DATA, MRCONFIGID) and the document to the
+    /// agent at CreateSandbox.
+    pub initdata: Option<Vec<u8>>,
 }
 
 /// Why a sandbox could not be started.
@@ -286,7 +290,7 @@ impl Sandbox {
             cmdline: base_cmdline(&transport, &config.extra_cmdline),
             vcpus: config.vcpus,
             memory_mib: config.memory_mib,
-            initdata: None,
+            initdata: config.initdata.clone(),
             firmware: None,
         };
         let prepared = backend.prepare(&launch, dir.path())?;
@@ -327,6 +331,11 @@ impl Sandbox {
     /// The sandbox id.
     pub fn id(&self) -> &str {
         self.dir.id()
+    }
+
+    /// The initdata document the sandbox was launched with.
+    pub fn initdata(&self) -> Option<&[u8]> {
+        self.config.initdata.as_deref()
     }
 
     /// The state dir.

@@ -274,6 +274,7 @@ fn two_processes_in_one_sandbox() {
         runtime_dir: env.runtime_dir.path().to_path_buf(),
         command: vec!["exec-test".into()],
         channel: cloister_runtime::ChannelChoice::Auto,
+        initdata: None,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -283,7 +284,7 @@ fn two_processes_in_one_sandbox() {
         let mut sb = cloister_runtime::Sandbox::start(config, &qemu, &cloister_tee::NoTee)
             .expect("starting the sandbox");
         let client = sb.wait_ready().await.expect("agent ready");
-        client.create_sandbox(sb.id()).await.unwrap();
+        client.create_sandbox(sb.id(), None).await.unwrap();
         let init = vec![
             "sh".to_owned(),
             "-c".to_owned(),

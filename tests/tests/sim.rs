@@ -159,3 +159,111 @@ fn sim_guest_evidence_verifies_against_measured_reference_values() {
         "the failure must name the RIM: {stderr}"
     );
 }
+
+/// Initdata end to end: the sim RMM puts its digest in the RPV, and the guest
+/// agent accepts the document at CreateSandbox only if it matches — not a
+/// different document, and not none when the launch carried one.
+#[test]
+fn sim_guest_agent_checks_initdata_against_the_rpv() {
+    use cloister_runtime::{ChannelChoice, Sandbox, SandboxConfig};
+    let assets = assets();
+    let dir = tempfile::tempdir().unwrap();
+    let good = b"version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n\"policy.rego\" = \"package agent_policy\"\n";
+    let other = b"version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n\"policy.rego\" = \"package other\"\n";
+    let runtime_dir = dir.path().join("run");
+    std::fs::create_dir_all(&runtime_dir).unwrap();
+    let opts = cloister_tee::host::HostOptions {
+        config_dir: dir.path().join("config"),
+    };
+    let backend = cloister_tee::host::backend(TeeKind::Sim, &opts);
+    let config = SandboxConfig {
+        tee: TeeKind::Sim,
+        kernel: assets.kernel.clone(),
+        initramfs: assets.initramfs.clone(),
+        rootfs: None,
+        vcpus: 1,
+        memory_mib: 512,
+        accel: cloister_runtime::accel::probe().accel,
+        agent_timeout: std::time::Duration::from_secs(120),
+        extra_cmdline: vec![],
+        runtime_dir: runtime_dir.clone(),
+        command: vec!["initdata-test".into()],
+        channel: ChannelChoice::Serial,
+        initdata: Some(good.to_vec()),
+    };
+    let qemu = cloister_runtime::Qemu::find().expect("QEMU");
+    let _lock = boot_lock();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut sb = Sandbox::start(config, &qemu, backend.as_ref()).expect("sandbox");
+        let client = sb.wait_ready().await.expect("agent ready");
+        // Another document than the launch measured: refused, naming the RPV.
+        let e = client
+            .create_sandbox(sb.id(), Some(other))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("initdata refused") && e.contains("RPV"), "{e}");
+        // Withholding it: the RPV is not zero, so refused as well.
+        let e = client
+            .create_sandbox(sb.id(), None)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("initdata refused") && e.contains("RPV"), "{e}");
+        // The document the launch carried: accepted.
+        client
+            .create_sandbox(sb.id(), sb.initdata())
+            .await
+            .expect("the launched initdata is accepted");
+        sb.shutdown().await;
+    });
+    assert_eq!(std::fs::read_dir(&runtime_dir).unwrap().count(), 0);
+}
+
+/// `cloister run --tee sim --initdata FILE` boots and runs; a malformed
+/// document is refused before any VM starts, naming what is wrong.
+#[test]
+fn run_with_initdata_in_a_sim_realm() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config");
+    let rootfs = cloister_e2e::busybox_rootfs();
+    let doc = dir.path().join("initdata.toml");
+    std::fs::write(
+        &doc,
+        "version = \"0.1.0\"\nalgorithm = \"sha256\"\n[data]\n",
+    )
+    .unwrap();
+    let run = |doc: &Path| {
+        Command::new(cloister_bin())
+            .arg("run")
+            .args(["--tee", "sim", "--rootfs"])
+            .arg(rootfs.path())
+            .arg("--initdata")
+            .arg(doc)
+            .args(["--", "echo", "initdata-ok"])
+            .env("CLOISTER_CONFIG_DIR", &cfg)
+            .env("CLOISTER_RUNTIME_DIR", dir.path().join("run"))
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .expect("running cloister")
+    };
+    let out = {
+        let _lock = boot_lock();
+        run(&doc)
+    };
+    assert_eq!(ok(&out, "run --initdata"), "initdata-ok\n");
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "version = \"9.9\"\nalgorithm = \"md5\"\n").unwrap();
+    let out = run(&bad);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("initdata") && stderr.contains("bad.toml"),
+        "{stderr}"
+    );
+}

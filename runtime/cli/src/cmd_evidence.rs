@@ -38,6 +38,10 @@ pub struct EvidenceArgs {
     /// Guest memory in MiB (must match `cloister measure --memory`).
     #[arg(long, value_name = "MiB", default_value_t = 512)]
     memory: u32,
+    /// Initdata document to launch with (its digest becomes the RPV,
+    /// HOST_DATA or MRCONFIGID; must match `cloister measure --initdata`).
+    #[arg(long, value_name = "FILE")]
+    initdata: Option<PathBuf>,
     /// Seconds the guest agent may take to answer.
     #[arg(
         long,
@@ -85,6 +89,7 @@ pub fn run(args: EvidenceArgs) -> anyhow::Result<()> {
         command: vec!["(evidence)".into()],
         // The evidence client speaks to the agent over the virtio-serial socket.
         channel: cloister_runtime::ChannelChoice::Serial,
+        initdata: crate::cmd_run::read_initdata(args.initdata.as_deref())?,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

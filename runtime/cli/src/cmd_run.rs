@@ -36,6 +36,11 @@ pub struct RunArgs {
         env = "CLOISTER_AGENT_TIMEOUT"
     )]
     agent_timeout: u64,
+    /// Initdata document (TOML, CoCo initdata 0.1.0): its digest is bound
+    /// into the TEE launch (RPV, HOST_DATA or MRCONFIGID) and the guest
+    /// agent refuses to start unless the TEE reports exactly that digest.
+    #[arg(long, value_name = "FILE")]
+    initdata: Option<PathBuf>,
     /// Agent channel: auto (vsock when /dev/vhost-vsock opens, else serial),
     /// serial, vsock, or vhost-user-vsock (vsock through vhost-device-vsock).
     #[arg(
@@ -55,11 +60,23 @@ pub struct RunArgs {
 
 const CONTAINER: &str = "c0";
 
+/// Reads and checks an initdata document (a bad one fails here, before a VM
+/// starts, naming what is wrong).
+pub fn read_initdata(path: Option<&std::path::Path>) -> anyhow::Result<Option<Vec<u8>>> {
+    let Some(path) = path else { return Ok(None) };
+    let doc =
+        std::fs::read(path).with_context(|| format!("reading initdata {}", path.display()))?;
+    cloister_tee::initdata::InitdataDigest::of(&doc)
+        .with_context(|| format!("initdata {}", path.display()))?;
+    Ok(Some(doc))
+}
+
 /// Runs the command; exits the process with its exit code.
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let qemu = Qemu::find()?;
     let assets = cloister_firmware::Assets::locate(None)?;
+    let initdata = read_initdata(args.initdata.as_deref())?;
     let backend = tee::host_backend(args.tee)?;
     let accel = accel::probe();
     let config = SandboxConfig {
@@ -75,6 +92,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         runtime_dir: state::runtime_dir()?,
         command: args.command.clone(),
         channel: args.channel,
+        initdata,
     };
     // A current-thread runtime keeps everything (including the QEMU spawn,
     // whose parent-death signal is tied to the spawning thread) on the main
@@ -113,7 +131,9 @@ async fn run_container(
     sigs: &mut Signals,
     timing: &Timing,
 ) -> anyhow::Result<i32> {
-    client.create_sandbox(sandbox.id()).await?;
+    client
+        .create_sandbox(sandbox.id(), sandbox.initdata())
+        .await?;
     client
         .create_container(
             CONTAINER,
