@@ -9,10 +9,11 @@ use aes_gcm::{Aes256Gcm, Nonce};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use cloister_kbs_client::jwe::{
-    concat_kdf_256, jwe_aad, p256_from_xy, p256_xy, ALG_ECDH_ES_A256KW, ALG_RSA_OAEP_256,
-    ENC_A256GCM,
+    concat_kdf_256, jwe_aad, p256_from_xy, ALG_ECDH_ES_A256KW, ALG_RSA_OAEP_256, ENC_A256GCM,
 };
 use kbs_types::{ProtectedHeader, Response, TeePubKey};
+use p256::elliptic_curve::sec1::ToEncodedPoint;
+use ring::agreement;
 use serde_json::{json, Map};
 
 /// Why a resource could not be encrypted to a key.
@@ -27,6 +28,19 @@ pub enum EncryptError {
     /// A cryptographic primitive failed.
     #[error("encryption failed: {0}")]
     Crypto(String),
+}
+
+/// base64url x and y of an uncompressed SEC1 P-256 point.
+fn sec1_xy(p: &[u8]) -> Result<(String, String), EncryptError> {
+    if p.len() != 65 || p[0] != 4 {
+        return Err(EncryptError::Crypto(
+            "ephemeral public key is not an uncompressed P-256 point".into(),
+        ));
+    }
+    Ok((
+        URL_SAFE_NO_PAD.encode(&p[1..33]),
+        URL_SAFE_NO_PAD.encode(&p[33..]),
+    ))
 }
 
 /// Encrypt `payload` to `key`.
@@ -44,14 +58,28 @@ pub fn encrypt(key: &TeePubKey, payload: &[u8]) -> Result<Response, EncryptError
                     "EC alg {alg}, expected {ALG_ECDH_ES_A256KW}"
                 )));
             }
+            // Validates the point (on the curve, not identity).
             let recipient = p256_from_xy(x, y).map_err(|e| EncryptError::BadKey(e.to_string()))?;
-            let eph = p256::SecretKey::random(&mut rand::rngs::OsRng);
-            let shared = p256::ecdh::diffie_hellman(eph.to_nonzero_scalar(), recipient.as_affine());
-            let kek = concat_kdf_256(shared.raw_secret_bytes(), ALG_ECDH_ES_A256KW, b"", b"");
+            let recipient = recipient.to_encoded_point(false);
+            // ECDH with ring: ephemeral key generation and the shared
+            // secret are its constant-time P-256, several times faster
+            // than the portable arithmetic.
+            let rng = ring::rand::SystemRandom::new();
+            let eph = agreement::EphemeralPrivateKey::generate(&agreement::ECDH_P256, &rng)
+                .map_err(|_| EncryptError::Crypto("ephemeral P-256 key generation".into()))?;
+            let eph_pub = eph
+                .compute_public_key()
+                .map_err(|_| EncryptError::Crypto("ephemeral P-256 public key".into()))?;
+            let kek = agreement::agree_ephemeral(
+                eph,
+                &agreement::UnparsedPublicKey::new(&agreement::ECDH_P256, recipient.as_bytes()),
+                |z| concat_kdf_256(z, ALG_ECDH_ES_A256KW, b"", b""),
+            )
+            .map_err(|_| EncryptError::BadKey("ECDH with the TEE key failed".into()))?;
             let wrapped = aes_kw::KekAes256::from(kek)
                 .wrap_vec(&cek)
                 .map_err(|e| EncryptError::Crypto(e.to_string()))?;
-            let (ex, ey) = p256_xy(&eph.public_key());
+            let (ex, ey) = sec1_xy(eph_pub.as_ref())?;
             let mut other = Map::new();
             other.insert(
                 "epk".into(),

@@ -26,6 +26,7 @@ pub mod server;
 pub mod session;
 pub mod store;
 pub mod testing;
+pub mod token;
 
 pub use config::Config;
 pub use problem::Problem;

@@ -35,6 +35,7 @@ use crate::metrics::Metrics;
 use crate::problem::Problem;
 use crate::session::{SessionError, Sessions};
 use crate::store::{FileStore, Namespace, Store, StoreError};
+use crate::token::TokenKey;
 use crate::{admin, jwe, DEFAULT_RESOURCE_POLICY, RESOURCE_POLICY_QUERY};
 
 /// Cookie carrying the session id.
@@ -133,6 +134,7 @@ pub struct Kbs {
     store: Arc<dyn Store>,
     sessions: Sessions,
     issuer: EarIssuer,
+    token_key: TokenKey,
     verifier: RwLock<Arc<Verifier>>,
     texts: Mutex<VerifierTexts>,
     resource_policy: RwLock<Arc<Policy>>,
@@ -217,8 +219,10 @@ impl Kbs {
             cfg.data_dir.display()
         )))?;
         let key = load_or_create_signing_key(&cfg.data_dir.join("token-signing-key.pem"))?;
-        let mut issuer = EarIssuer::new(key);
+        let mut issuer = EarIssuer::new(key.clone());
         issuer.lifetime_secs = cfg.token_lifetime_secs;
+        let token_key = TokenKey::new(&key, &issuer.public_jwk())
+            .map_err(|e| KbsError::Config(e.to_string()))?;
         let texts = VerifierTexts {
             policy: text_of(store.as_ref(), KEY_ATTESTATION_POLICY, None)?,
             anchors: text_of(
@@ -257,6 +261,7 @@ impl Kbs {
             store,
             sessions,
             issuer,
+            token_key,
             verifier: RwLock::new(Arc::new(verifier)),
             texts: Mutex::new(texts),
             resource_policy: RwLock::new(Arc::new(resource_policy)),
@@ -594,12 +599,13 @@ async fn attest(
                 Tee::Snp => VTee::Snp,
                 _ => VTee::Tdx,
             };
-            let evidence = serde_json::to_vec(&att.tee_evidence.primary_evidence).map_err(|e| {
-                refuse(
-                    Problem::bad_request("EvidenceMalformed", e.to_string()),
-                    "malformed",
-                )
-            })?;
+            let evidence =
+                evidence_bytes(other, &att.tee_evidence.primary_evidence).map_err(|e| {
+                    refuse(
+                        Problem::bad_request("EvidenceMalformed", e.to_string()),
+                        "malformed",
+                    )
+                })?;
             k.verifier()
                 .appraise(
                     vtee,
@@ -646,19 +652,34 @@ async fn attest(
         runtime_data_claims: Some(runtime),
         init_data_claims: init_claims,
     };
-    let token = k
+    let claims = k
         .issuer
-        .issue(&[submod], now)
-        .map_err(|e| refuse(Problem::internal(format!("issuing EAR: {e}")), "error"))?;
-    let claims = token
-        .split('.')
-        .nth(1)
-        .and_then(|b| URL_SAFE_NO_PAD.decode(b).ok())
-        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-        .unwrap_or(Value::Null);
-    k.sessions.set_attested(&id, claims);
+        .claims_json(&[submod], now)
+        .map_err(|e| refuse(Problem::internal(format!("building EAR: {e}")), "error"))?;
+    let token = k
+        .token_key
+        .sign(&claims)
+        .map_err(|e| refuse(Problem::internal(format!("signing EAR: {e}")), "error"))?;
+    k.sessions.set_attested(&id, Arc::new(claims));
     k.metrics.attestation(&tee_name, "ok");
     Ok(Json(json!({ "token": token })).into_response())
+}
+
+/// The bytes the verifier takes for `tee`. CCA evidence as Trustee sends it
+/// (`{"token": [numbers]}`) is unwrapped here instead of being serialised
+/// back to JSON for the verifier to parse again; every other shape is passed
+/// on as JSON text.
+fn evidence_bytes(tee: Tee, evidence: &Value) -> Result<Vec<u8>, String> {
+    if tee == Tee::Cca {
+        if let Some(Value::Array(a)) = evidence.get("token") {
+            return a
+                .iter()
+                .map(|x| x.as_u64().and_then(|n| u8::try_from(n).ok()))
+                .collect::<Option<Vec<u8>>>()
+                .ok_or_else(|| "CCA evidence JSON: token must be an array of bytes".to_string());
+        }
+    }
+    serde_json::to_vec(evidence).map_err(|e| e.to_string())
 }
 
 fn resource_path(
@@ -677,8 +698,9 @@ async fn get_resource(
 ) -> Result<Response, Problem> {
     let path = resource_path(path)?;
     let claims = if let Some(token) = bearer(&headers) {
-        cloister_attestation::ear::verify_jwt(token, &k.issuer.verifying_key(), now_secs())
-            .map_err(|e| Problem::unauthorized("InvalidToken", format!("attestation token: {e}")))?
+        Arc::new(k.token_key.verify(token, now_secs()).map_err(|e| {
+            Problem::unauthorized("InvalidToken", format!("attestation token: {e}"))
+        })?)
     } else if let Some(id) = session_cookie(&headers) {
         k.sessions
             .claims(&id)

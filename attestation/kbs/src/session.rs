@@ -4,7 +4,7 @@
 //! cookie can authorise resource reads until it expires.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD;
@@ -24,7 +24,7 @@ pub enum SessionState {
     /// The nonce was consumed by an attestation attempt that failed.
     Spent,
     /// Attested: the EAR claims.
-    Attested(Box<Value>),
+    Attested(Arc<Value>),
 }
 
 #[derive(Debug)]
@@ -134,15 +134,15 @@ impl Sessions {
     }
 
     /// Record a successful attestation.
-    pub fn set_attested(&self, id: &str, claims: Value) {
+    pub fn set_attested(&self, id: &str, claims: Arc<Value>) {
         let mut g = self.lock();
         if let Some(e) = g.map.get_mut(id) {
-            e.state = SessionState::Attested(Box::new(claims));
+            e.state = SessionState::Attested(claims);
         }
     }
 
     /// Claims of an attested, unexpired session.
-    pub fn claims(&self, id: &str) -> Result<Value, SessionError> {
+    pub fn claims(&self, id: &str) -> Result<Arc<Value>, SessionError> {
         let now = Instant::now();
         let g = self.lock();
         let e = g.map.get(id).ok_or(SessionError::Unknown)?;
@@ -150,7 +150,7 @@ impl Sessions {
             return Err(SessionError::Unknown);
         }
         match &e.state {
-            SessionState::Attested(c) => Ok((**c).clone()),
+            SessionState::Attested(c) => Ok(c.clone()),
             _ => Err(SessionError::NotAttested),
         }
     }
