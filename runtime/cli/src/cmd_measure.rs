@@ -39,7 +39,8 @@ pub struct MeasureArgs {
     /// vCPU type (SNP: EPYC-v4 (default), EPYC-Milan, EPYC-Genoa, ...).
     #[arg(long, value_name = "TYPE")]
     vcpu_type: Option<String>,
-    /// Guest memory in MiB (sim and CCA layouts depend on it).
+    /// Guest memory in MiB (sim and CCA layouts and the TDX RTMR1 depend on
+    /// it).
     #[arg(long, value_name = "MiB", default_value_t = 512)]
     memory: u32,
     /// Initdata TOML; its digest is the expected HOST_DATA/MRCONFIGID/RPV.
@@ -52,6 +53,28 @@ pub struct MeasureArgs {
     /// CCA: the DTB QEMU loads (dump it with `-machine dumpdtb=FILE`).
     #[arg(long, value_name = "FILE")]
     dtb: Option<PathBuf>,
+    /// TDX: the QEMU version that will launch the guest (up to 10.1 QEMU
+    /// patches the kernel's setup header, which changes RTMR1).
+    #[arg(long, value_name = "MAJOR.MINOR", default_value = "10.0")]
+    qemu_version: String,
+    /// TDX: the TDVF predates edk2-stable202411 (its ReadyToBoot separator
+    /// goes to RTMR0, not RTMR1).
+    #[arg(long)]
+    tdvf_legacy_separator: bool,
+    /// TDX: a CC event log (CCEL) recorded on a boot of the same launch on
+    /// this host; RTMR0 is replayed from it (and its RTMR1/RTMR2 events are
+    /// checked against the prediction).
+    #[arg(long, value_name = "FILE")]
+    event_log: Option<PathBuf>,
+}
+
+fn qemu_version(s: &str) -> anyhow::Result<(u32, u32)> {
+    let mut it = s.split('.');
+    let parse = |p: Option<&str>| p.and_then(|p| p.parse::<u32>().ok());
+    match (parse(it.next()), parse(it.next())) {
+        (Some(major), Some(minor)) => Ok((major, minor)),
+        _ => bail!("--qemu-version {s:?}: expected MAJOR.MINOR, e.g. 10.0"),
+    }
 }
 
 fn realm_algo(s: &str) -> anyhow::Result<cloister_measure::cca::HashAlgo> {
@@ -143,9 +166,45 @@ pub fn run(args: MeasureArgs) -> anyhow::Result<()> {
         }
         TeeKind::Snp => cloister_tee::host::snp::SnpBackend::default()
             .reference_values(&launch, args.vcpu_type.as_deref().unwrap_or("EPYC-v4"))?,
-        TeeKind::Tdx => cloister_tee::host::tdx::TdxBackend::default().reference_values(&launch)?,
+        TeeKind::Tdx => {
+            use cloister_tee::host::tdx::{KernelHeaderSource, TdxBackend};
+            let (major, minor) = qemu_version(&args.qemu_version)?;
+            let b = TdxBackend {
+                kernel_header: KernelHeaderSource::for_qemu(major, minor),
+                tdvf_layout: if args.tdvf_legacy_separator {
+                    cloister_measure::tdx::SeparatorLayout::Legacy
+                } else {
+                    cloister_measure::tdx::SeparatorLayout::Edk2Stable202411
+                },
+                ..Default::default()
+            };
+            let log = match &args.event_log {
+                Some(p) => Some(
+                    std::fs::read(p)
+                        .with_context(|| format!("reading event log {}", p.display()))?,
+                ),
+                None => None,
+            };
+            b.reference_values_with_event_log(&launch, log.as_deref())?
+        }
         TeeKind::None => bail!("--tee none has no measurements: expected cca, snp, tdx or sim"),
     };
+    for note in &rv.notes {
+        eprintln!("note: {note}");
+    }
     println!("{}", serde_json::to_string_pretty(&rv.to_json())?);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qemu_version_is_major_minor() {
+        assert_eq!(qemu_version("10.0").unwrap(), (10, 0));
+        assert_eq!(qemu_version("10.2.1").unwrap(), (10, 2));
+        let e = qemu_version("ten").unwrap_err().to_string();
+        assert!(e.contains("expected MAJOR.MINOR"), "{e}");
+    }
 }

@@ -68,6 +68,9 @@ pub struct ReferenceValues {
     pub cca_realm: Vec<RealmRef>,
     /// Named claim values.
     pub named: BTreeMap<String, Vec<Vec<u8>>>,
+    /// What was not predicted, or was predicted under an assumption, for
+    /// the operator (not part of the JSON document the verifier reads).
+    pub notes: Vec<String>,
 }
 
 impl ReferenceValues {
