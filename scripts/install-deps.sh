@@ -24,7 +24,8 @@ PKGS_BPO=(qemu-system-x86 qemu-utils)
 PKGS=(busybox-static cpio e2fsprogs python3-cryptography python3-jwcrypto protobuf-compiler
       ovmf containerd runc skopeo umoci docker-registry procps iproute2 jq curl
       libssl-dev pkg-config  # libssl-dev, pkg-config: cargo install of the CCA reference tool (tee-backends/measure/scripts)
-      pesign sbsigntool openssl)  # independent Authenticode digests and signing for tee-backends/measure tests
+      pesign sbsigntool openssl  # independent Authenticode digests and signing for tee-backends/measure tests
+      swtpm swtpm-tools)  # software TPM: OVMF direct-boot measurement check (tee-backends/measure/tests/ovmf_tpm_direct_boot.rs)
 
 need=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
