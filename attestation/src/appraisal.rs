@@ -131,6 +131,7 @@ pub struct Verifier {
     allow_simulated: bool,
     policy: cloister_policy::Policy,
     backends: BTreeMap<Tee, Arc<dyn EvidenceVerifier>>,
+    cca_store: TrustAnchorStore,
 }
 
 impl Verifier {
@@ -140,23 +141,32 @@ impl Verifier {
             Some(text) => cloister_policy::Policy::new("appraisal-policy.rego", text)?,
             None => cloister_policy::Policy::appraisal()?,
         };
-        let cca: Arc<dyn EvidenceVerifier> = Arc::new(CcaVerifier {
-            store: cfg.cca_trust_anchors.clone(),
-            tee: Tee::Cca,
-        });
-        let sim: Arc<dyn EvidenceVerifier> = Arc::new(CcaVerifier {
-            store: cfg.cca_trust_anchors,
-            tee: Tee::Sim,
-        });
-        let mut backends = BTreeMap::new();
-        backends.insert(Tee::Cca, cca);
-        backends.insert(Tee::Sim, sim);
-        Ok(Self {
+        let mut v = Self {
             reference_values: Arc::new(cfg.reference_values),
             allow_simulated: cfg.allow_simulated,
             policy,
-            backends,
-        })
+            backends: BTreeMap::new(),
+            cca_store: cfg.cca_trust_anchors,
+        };
+        v = v.with_platform_cache(cca::cache::DEFAULT_CAPACITY);
+        Ok(v)
+    }
+
+    /// Replace the CCA and sim verifiers with ones sharing a fresh cache of
+    /// verified platform tokens holding at most `capacity` entries (0: no
+    /// cache, every platform signature is verified). The default is
+    /// [`cca::cache::DEFAULT_CAPACITY`].
+    pub fn with_platform_cache(mut self, capacity: usize) -> Self {
+        let cache = Arc::new(cca::PlatformCache::new(capacity));
+        for tee in [Tee::Cca, Tee::Sim] {
+            let v: Arc<dyn EvidenceVerifier> = Arc::new(CcaVerifier {
+                store: self.cca_store.clone(),
+                tee,
+                cache: cache.clone(),
+            });
+            self.backends.insert(tee, v);
+        }
+        self
     }
 
     /// Register (or replace) the verifier for a TEE kind.
@@ -280,6 +290,8 @@ pub struct CcaVerifier {
     pub store: TrustAnchorStore,
     /// `Tee::Cca` or `Tee::Sim`.
     pub tee: Tee,
+    /// Platform tokens whose signature verified (see [`cca::cache`]).
+    pub cache: Arc<cca::PlatformCache>,
 }
 
 /// Accept a raw CBOR token or Trustee's CCA evidence JSON
@@ -316,7 +328,7 @@ impl EvidenceVerifier for CcaVerifier {
     fn verify(&self, evidence: &[u8], ctx: &VerifyContext<'_>) -> Result<VerifiedEvidence, Error> {
         let raw = unwrap_cca_evidence(evidence)?;
         let token = cca::decode(&raw)?;
-        let verified = token.verify(&self.store);
+        let verified = token.verify_with_cache(&self.store, &self.cache);
         let mut checks = verified.checks.clone();
         let simulated = verified.simulated();
         if self.tee == Tee::Sim && !simulated && verified.trust_anchor.is_some() {

@@ -388,3 +388,73 @@ fn verifier_and_issuer_can_be_shared_across_threads() {
     shared::<Verifier>();
     shared::<EarIssuer>();
 }
+
+#[test]
+fn platform_cache_skips_only_a_verified_identical_platform_token() {
+    use cloister_attestation::cca::PlatformCache;
+    let cpak = SigningKey::generate(SigAlg::Es384);
+    let s = spec(Collection::Tag907, true);
+    let store = anchor(&cpak, &s, false);
+    let tok = cca::build(&s, &cpak, &SigningKey::generate(SigAlg::Es384)).unwrap();
+    let t = cca::decode(&tok).unwrap();
+    let cache = PlatformCache::new(4);
+    assert!(t.verify_with_cache(&store, &cache).ok());
+    assert_eq!(cache.len(), 1);
+    assert!(t.verify_with_cache(&store, &cache).ok());
+    assert_eq!(cache.len(), 1);
+
+    let failed = |v: &cca::Verified| -> Vec<String> {
+        v.checks
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| c.claim.clone())
+            .collect()
+    };
+    // Same platform token (a hit), realm signature broken: still rejected.
+    let mut bad = t.clone();
+    bad.realm.signature[5] ^= 1;
+    assert_eq!(
+        failed(&bad.verify_with_cache(&store, &cache)),
+        ["realm signature"]
+    );
+    // Platform signature broken: a different cache key, verified, rejected.
+    let mut bad = t.clone();
+    bad.platform.signature[5] ^= 1;
+    assert_eq!(
+        failed(&bad.verify_with_cache(&store, &cache)),
+        ["platform signature"]
+    );
+    assert_eq!(cache.len(), 1, "failures are not remembered");
+    // Another store (another CPAK for the same ids): no hit, rejected.
+    let other = anchor(&SigningKey::generate(SigAlg::Es384), &s, false);
+    assert_ne!(other.generation(), store.generation());
+    assert_eq!(
+        failed(&t.verify_with_cache(&other, &cache)),
+        ["platform signature"]
+    );
+    // The store changes: a new generation, so old entries no longer hit.
+    let mut grown = store.clone();
+    assert_eq!(grown.generation(), store.generation());
+    grown.push(TrustAnchor {
+        implementation_id: None,
+        instance_id: None,
+        key: Ok(SigningKey::generate(SigAlg::Es256).public()),
+        simulated: false,
+    });
+    assert_ne!(grown.generation(), store.generation());
+    assert!(t.verify_with_cache(&grown, &cache).ok());
+    assert_eq!(cache.len(), 2);
+    // Bounded: at most `capacity` entries.
+    for _ in 0..6 {
+        let tok = cca::build(&s, &cpak, &SigningKey::generate(SigAlg::Es384)).unwrap();
+        assert!(cca::decode(&tok)
+            .unwrap()
+            .verify_with_cache(&store, &cache)
+            .ok());
+    }
+    assert_eq!(cache.len(), 4);
+    // Capacity 0 disables it.
+    let off = PlatformCache::new(0);
+    assert!(t.verify_with_cache(&store, &off).ok());
+    assert!(off.is_empty());
+}

@@ -56,6 +56,15 @@ impl Policy {
                 name: name.to_string(),
                 reason: e.to_string(),
             })?;
+        // regorus analyses and schedules the modules lazily on the first
+        // evaluation and keeps the result; do it once here so that the
+        // clone made per `eval` starts prepared instead of redoing it.
+        engine
+            .eval_query("true".to_string(), false)
+            .map_err(|e| PolicyError::Compile {
+                name: name.to_string(),
+                reason: e.to_string(),
+            })?;
         Ok(Self {
             engine,
             name: name.to_string(),

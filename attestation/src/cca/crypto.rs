@@ -2,7 +2,7 @@
 //! point, a COSE_Key, a JWK or PEM; raw `r‖s` COSE signatures.
 
 use coset::{iana, CborSerializable, CoseKey, KeyType, Label};
-use p256::ecdsa::signature::{Signer as _, Verifier as _};
+use p256::ecdsa::signature::Signer as _;
 
 use super::ClaimError;
 
@@ -191,44 +191,98 @@ impl PublicKey {
     }
 
     /// Verify a raw `r‖s` signature over `msg` with `alg`; the algorithm must
-    /// match the key's curve.
+    /// match the key's curve. Parses the point for this one call; keys used
+    /// again (trust anchors) should be [`prepare`](Self::prepare)d once.
     pub fn verify(&self, alg: SigAlg, msg: &[u8], sig: &[u8]) -> Result<(), String> {
-        // P-256 and P-384 go through ring (several times faster than the
-        // pure-Rust arithmetic); P-521 through RustCrypto.
-        let ring_verify = |ring_alg: &'static ring::signature::EcdsaVerificationAlgorithm,
-                           n: usize| {
-            if sig.len() != 2 * n {
-                return Err(format!(
-                    "malformed {} signature: {} bytes, expected {}",
-                    alg.name(),
-                    sig.len(),
-                    2 * n
-                ));
-            }
-            ring::signature::UnparsedPublicKey::new(ring_alg, self.to_sec1())
-                .verify(msg, sig)
-                .map_err(|_| "signature does not verify".to_string())
-        };
-        let ok = match (self, alg) {
-            (Self::P256(_), SigAlg::Es256) => {
-                ring_verify(&ring::signature::ECDSA_P256_SHA256_FIXED, 32)
-            }
-            (Self::P384(_), SigAlg::Es384) => {
-                ring_verify(&ring::signature::ECDSA_P384_SHA384_FIXED, 48)
-            }
-            (Self::P521(k), SigAlg::Es512) => p521::ecdsa::Signature::from_slice(sig)
-                .map_err(|_| "malformed ES512 signature".to_string())
-                .and_then(|s| {
-                    k.verify(msg, &s)
-                        .map_err(|_| "signature does not verify".into())
-                }),
+        let a = self.aws_alg(alg)?;
+        check_sig_len(alg, sig)?;
+        aws_lc_rs::signature::UnparsedPublicKey::new(a, self.to_sec1())
+            .verify(msg, sig)
+            .map_err(|_| "signature does not verify".to_string())
+    }
+
+    /// The aws-lc-rs algorithm for `alg` on this key's curve.
+    fn aws_alg(
+        &self,
+        alg: SigAlg,
+    ) -> Result<&'static aws_lc_rs::signature::EcdsaVerificationAlgorithm, String> {
+        use aws_lc_rs::signature as s;
+        match (self, alg) {
+            (Self::P256(_), SigAlg::Es256) => Ok(&s::ECDSA_P256_SHA256_FIXED),
+            (Self::P384(_), SigAlg::Es384) => Ok(&s::ECDSA_P384_SHA384_FIXED),
+            (Self::P521(_), SigAlg::Es512) => Ok(&s::ECDSA_P521_SHA512_FIXED),
             (k, a) => Err(format!(
                 "algorithm {} does not fit a {} key",
                 a.name(),
                 k.curve()
             )),
+        }
+    }
+
+    /// Parse the point once for repeated verification with the key's own
+    /// algorithm (ES256 for P-256, ES384 for P-384, ES512 for P-521).
+    pub fn prepare(&self) -> Result<PreparedKey, String> {
+        let alg = match self {
+            Self::P256(_) => SigAlg::Es256,
+            Self::P384(_) => SigAlg::Es384,
+            Self::P521(_) => SigAlg::Es512,
         };
-        ok
+        let parsed = aws_lc_rs::signature::ParsedPublicKey::new(self.aws_alg(alg)?, self.to_sec1())
+            .map_err(|e| format!("{} point rejected by aws-lc: {e}", self.curve()))?;
+        Ok(PreparedKey {
+            alg,
+            curve: self.curve(),
+            parsed: std::sync::Arc::new(parsed),
+        })
+    }
+}
+
+fn check_sig_len(alg: SigAlg, sig: &[u8]) -> Result<(), String> {
+    let n = match alg {
+        SigAlg::Es256 => 64,
+        SigAlg::Es384 => 96,
+        SigAlg::Es512 => 132,
+    };
+    if sig.len() != n {
+        return Err(format!(
+            "malformed {} signature: {} bytes, expected {n}",
+            alg.name(),
+            sig.len()
+        ));
+    }
+    Ok(())
+}
+
+/// A public key parsed once for ECDSA verification (aws-lc-rs, whose P-256,
+/// P-384 and P-521 arithmetic is assembly-optimised: several times faster
+/// than the pure-Rust curves here). Cheap to clone.
+#[derive(Clone)]
+pub struct PreparedKey {
+    alg: SigAlg,
+    curve: &'static str,
+    parsed: std::sync::Arc<aws_lc_rs::signature::ParsedPublicKey>,
+}
+
+impl std::fmt::Debug for PreparedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PreparedKey({}, {})", self.curve, self.alg.name())
+    }
+}
+
+impl PreparedKey {
+    /// Verify a raw `r‖s` signature over `msg`; `alg` must be the key's.
+    pub fn verify(&self, alg: SigAlg, msg: &[u8], sig: &[u8]) -> Result<(), String> {
+        if alg != self.alg {
+            return Err(format!(
+                "algorithm {} does not fit a {} key",
+                alg.name(),
+                self.curve
+            ));
+        }
+        check_sig_len(alg, sig)?;
+        self.parsed
+            .verify_sig(msg, sig)
+            .map_err(|_| "signature does not verify".to_string())
     }
 }
 

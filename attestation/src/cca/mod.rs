@@ -16,6 +16,7 @@
 //! The builder ([`build`]) makes real tokens from claims and keys; the sim
 //! backend and test attesters use it.
 
+pub mod cache;
 pub mod claims;
 pub mod crypto;
 pub mod store;
@@ -23,10 +24,11 @@ pub mod store;
 use ciborium::value::{Integer, Value};
 use coset::{CborSerializable, CoseSign1, CoseSign1Builder, HeaderBuilder, TaggedCborSerializable};
 
+pub use cache::PlatformCache;
 pub use claims::{
     HashAlg, MecPolicy, PlatformClaims, PlatformProfile, RealmClaims, RealmProfile, SwComponent,
 };
-pub use crypto::{PublicKey, SigAlg, SigningKey};
+pub use crypto::{PreparedKey, PublicKey, SigAlg, SigningKey};
 pub use store::{TrustAnchor, TrustAnchorStore};
 
 use crate::{Category, Check};
@@ -266,6 +268,38 @@ impl Token {
     /// (platform challenge = hash(RAK) under claim 44240) and the platform
     /// signature against `store` (CPAK by implementation-id and instance-id).
     pub fn verify(&self, store: &TrustAnchorStore) -> Verified {
+        self.verify_inner(store, None)
+    }
+
+    /// [`verify`](Self::verify), skipping the platform signature
+    /// verification when `cache` holds this exact platform token as
+    /// verified under the same store generation (and remembering it when it
+    /// verifies). Every other check runs as usual.
+    pub fn verify_with_cache(&self, store: &TrustAnchorStore, cache: &PlatformCache) -> Verified {
+        self.verify_inner(store, Some(cache))
+    }
+
+    fn verify_platform(
+        &self,
+        store: &TrustAnchorStore,
+        key: &PreparedKey,
+        cache: Option<&PlatformCache>,
+    ) -> Result<(), String> {
+        let tbs = self.platform.tbs_data(b"");
+        let sig = &self.platform.signature;
+        let Some(cache) = cache.filter(|c| c.capacity() > 0) else {
+            return key.verify(self.platform_alg, &tbs, sig);
+        };
+        let k = PlatformCache::key(store.generation(), &tbs, sig);
+        if cache.contains(&k) {
+            return Ok(());
+        }
+        key.verify(self.platform_alg, &tbs, sig)?;
+        cache.insert(k);
+        Ok(())
+    }
+
+    fn verify_inner(&self, store: &TrustAnchorStore, cache: Option<&PlatformCache>) -> Verified {
         let mut checks = Vec::new();
         let rc = &self.realm_claims;
         let pc = &self.platform_claims;
@@ -303,7 +337,7 @@ impl Token {
             hex::encode(&pc.challenge),
         ));
         // Platform signature against the trust anchors.
-        let ta = store.lookup(&pc.implementation_id, &pc.instance_id);
+        let ta = store.lookup_prepared(&pc.implementation_id, &pc.instance_id);
         match ta {
             None => checks.push(Check::new(
                 "platform trust anchor",
@@ -316,7 +350,7 @@ impl Token {
                     hex::encode(&pc.instance_id)
                 ),
             )),
-            Some(ta) => {
+            Some((ta, key)) => {
                 checks.push(Check::new(
                     "platform trust anchor",
                     Category::TrustAnchor,
@@ -324,8 +358,8 @@ impl Token {
                     "a CPAK for this implementation-id and instance-id",
                     ta.label(),
                 ));
-                let r = match &ta.key {
-                    Ok(k) => verify_sign1(&self.platform, self.platform_alg, k),
+                let r = match key {
+                    Ok(k) => self.verify_platform(store, k, cache),
                     Err(e) => Err(format!("trust anchor key unusable: {e}")),
                 };
                 checks.push(Check::new(
@@ -339,7 +373,7 @@ impl Token {
         }
         Verified {
             checks,
-            trust_anchor: ta.cloned(),
+            trust_anchor: ta.map(|(t, _)| t.clone()),
         }
     }
 }

@@ -7,7 +7,9 @@
 //! key. A PEM SubjectPublicKeyInfo file is also accepted: a bare key that
 //! matches any platform.
 
-use super::crypto::PublicKey;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::crypto::{PreparedKey, PublicKey};
 
 /// Errors reading a trust-anchor store.
 #[derive(Debug, thiserror::Error)]
@@ -61,15 +63,37 @@ impl TrustAnchor {
     }
 }
 
-/// A set of trust anchors, parsed once and reused.
+/// A set of trust anchors, parsed once and reused. Each usable key is also
+/// kept parsed for verification ([`PreparedKey`]), and the store carries a
+/// generation number, fresh on every change, that caches of verified
+/// platform tokens are keyed by.
 #[derive(Clone, Debug, Default)]
 pub struct TrustAnchorStore {
     anchors: Vec<TrustAnchor>,
+    prepared: Vec<Result<PreparedKey, String>>,
+    generation: u64,
+}
+
+fn next_generation() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+fn prepare(ta: &TrustAnchor) -> Result<PreparedKey, String> {
+    match &ta.key {
+        Ok(k) => k.prepare(),
+        Err(e) => Err(e.clone()),
+    }
 }
 
 impl TrustAnchorStore {
     pub fn new(anchors: Vec<TrustAnchor>) -> Self {
-        Self { anchors }
+        let prepared = anchors.iter().map(prepare).collect();
+        Self {
+            anchors,
+            prepared,
+            generation: next_generation(),
+        }
     }
 
     pub fn anchors(&self) -> &[TrustAnchor] {
@@ -77,12 +101,23 @@ impl TrustAnchorStore {
     }
 
     pub fn push(&mut self, ta: TrustAnchor) {
+        self.prepared.push(prepare(&ta));
         self.anchors.push(ta);
+        self.generation = next_generation();
     }
 
     /// Merge another store into this one.
     pub fn extend(&mut self, other: TrustAnchorStore) {
         self.anchors.extend(other.anchors);
+        self.prepared.extend(other.prepared);
+        self.generation = next_generation();
+    }
+
+    /// Identifies this store's contents: two stores with the same
+    /// generation hold the same anchors (clones share it; any change makes
+    /// a new one).
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Parse a store from file contents (JSON array or PEM).
@@ -177,19 +212,40 @@ impl TrustAnchorStore {
     /// The most specific anchor for a platform: exact ids first, then
     /// wildcards.
     pub fn lookup(&self, implementation_id: &[u8], instance_id: &[u8]) -> Option<&TrustAnchor> {
+        self.lookup_index(implementation_id, instance_id)
+            .map(|i| &self.anchors[i])
+    }
+
+    /// [`lookup`](Self::lookup), with the anchor's key parsed for
+    /// verification (or why it is unusable).
+    pub fn lookup_prepared(
+        &self,
+        implementation_id: &[u8],
+        instance_id: &[u8],
+    ) -> Option<(&TrustAnchor, Result<&PreparedKey, &str>)> {
+        let i = self.lookup_index(implementation_id, instance_id)?;
+        let key = match self.prepared.get(i) {
+            Some(Ok(k)) => Ok(k),
+            Some(Err(e)) => Err(e.as_str()),
+            None => Err("trust anchor key not prepared"),
+        };
+        Some((&self.anchors[i], key))
+    }
+
+    fn lookup_index(&self, implementation_id: &[u8], instance_id: &[u8]) -> Option<usize> {
         let matches = |o: &Option<Vec<u8>>, v: &[u8]| o.as_ref().is_none_or(|x| x == v);
-        let mut best: Option<(&TrustAnchor, usize)> = None;
-        for a in &self.anchors {
+        let mut best: Option<(usize, usize)> = None;
+        for (i, a) in self.anchors.iter().enumerate() {
             if matches(&a.implementation_id, implementation_id)
                 && matches(&a.instance_id, instance_id)
             {
                 let score =
                     a.implementation_id.is_some() as usize + a.instance_id.is_some() as usize;
                 if best.is_none_or(|(_, s)| score > s) {
-                    best = Some((a, score));
+                    best = Some((i, score));
                 }
             }
         }
-        best.map(|(a, _)| a)
+        best.map(|(i, _)| i)
     }
 }

@@ -16,7 +16,6 @@ mod report;
 
 use std::sync::OnceLock;
 
-use p384::ecdsa::signature::Verifier as _;
 use serde::Serialize;
 
 pub use certs::TrustStore;
@@ -364,18 +363,12 @@ impl SnpVerifier {
             })?;
 
         // Report signature.
-        let sig = p384::ecdsa::Signature::from_scalars(r.sig_r, r.sig_s).map_err(|_| {
-            SnpError::Signature {
-                what: "report".into(),
-                reason: "R or S is not a valid P-384 scalar".into(),
-            }
-        })?;
-        vek.p384_key()?
-            .verify(&report[..SIGNED_LEN], &sig)
-            .map_err(|_| SnpError::Signature {
+        if !vek.verify_p384(&report[..SIGNED_LEN], &r.sig_r, &r.sig_s)? {
+            return Err(SnpError::Signature {
                 what: "report".into(),
                 reason: format!("not signed by the {key_name} given"),
-            })?;
+            });
+        }
 
         // Platform consistency: CPUID generation, TCB extensions, hwID.
         let mut fails = Vec::new();
