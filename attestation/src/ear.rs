@@ -167,12 +167,13 @@ impl EarIssuer {
         Ok(e)
     }
 
-    /// EAR claims as JSON (what the JWT body holds).
+    /// EAR claims as JSON (what the JWT body holds), with Trustee's claim
+    /// names (see [`trustee_names`]).
     pub fn claims_json(&self, submods: &[Submod<'_>], now: i64) -> Result<Json, Error> {
         let mut v =
             serde_json::to_value(self.ear(submods, now)?).map_err(|e| Error::Ear(e.to_string()))?;
         v["exp"] = json!(now + self.lifetime_secs);
-        Ok(v)
+        Ok(trustee_names(v))
     }
 
     /// Sign the EAR as a compact ES256 JWT.
@@ -187,6 +188,54 @@ impl EarIssuer {
         s.push_str(&URL_SAFE_NO_PAD.encode(sig.to_bytes()));
         Ok(s)
     }
+}
+
+/// Rename the JSON claims the `ear` crate 0.6 writes (draft-ietf-rats-ear-04
+/// spelling: `ear_status`, `ear_trustworthiness_vector`, `ear_verifier_id`,
+/// `ear_appraisal_policy_ids` [list], a per-submod `eat_profile`) to the
+/// names Trustee and its clients use (the `ear` crate 0.3–0.5, the
+/// draft-fv-rats-ear spelling): `ear.status`, `ear.trustworthiness-vector`,
+/// `ear.verifier-id`, `ear.appraisal-policy-id` (one string). Our EARs carry
+/// Trustee's EAT profile, so they use its names; `eat_profile`, `iat`,
+/// `exp`, `submods` and the registered extensions
+/// (`ear.veraison.annotated-evidence`, `ear.cloister.simulated`) are the
+/// same in both.
+pub fn trustee_names(v: Json) -> Json {
+    fn rename(m: &mut serde_json::Map<String, Json>, from: &str, to: &str) {
+        if let Some(x) = m.remove(from) {
+            m.insert(to.to_string(), x);
+        }
+    }
+    let Json::Object(mut top) = v else {
+        return v;
+    };
+    rename(&mut top, "ear_verifier_id", "ear.verifier-id");
+    rename(&mut top, "ear_status", "ear.status");
+    rename(&mut top, "ear_raw_evidence", "ear.raw-evidence");
+    if let Some(Json::Object(subs)) = top.get_mut("submods") {
+        for sub in subs.values_mut() {
+            let Json::Object(m) = sub else { continue };
+            m.remove("eat_profile");
+            rename(m, "ear_status", "ear.status");
+            rename(
+                m,
+                "ear_trustworthiness_vector",
+                "ear.trustworthiness-vector",
+            );
+            rename(
+                m,
+                "ear_veraison_key_attestation",
+                "ear.veraison.key-attestation",
+            );
+            if let Some(ids) = m.remove("ear_appraisal_policy_ids") {
+                let first = ids.as_array().and_then(|a| a.first()).cloned();
+                if let Some(id) = first {
+                    m.insert("ear.appraisal-policy-id".into(), id);
+                }
+            }
+        }
+    }
+    Json::Object(top)
 }
 
 /// Verify an ES256 EAR JWT with `key` and return its claims. Checks `exp`

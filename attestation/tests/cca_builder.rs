@@ -353,7 +353,7 @@ fn ear_jwt_carries_submods_and_runtime_data() {
         cpu0["ear.veraison.annotated-evidence"]["runtime_data_claims"]["tee-pubkey"],
         jwk
     );
-    assert_eq!(cpu0["ear_status"], "warning", "{claims:#}");
+    assert_eq!(cpu0["ear.status"], "warning", "{claims:#}");
     assert_eq!(cpu0["ear.cloister.simulated"], false);
     assert_eq!(
         cpu0["ear.veraison.annotated-evidence"]["cca"]["realm"]["cca-realm-challenge"],
