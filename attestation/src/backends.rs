@@ -114,7 +114,7 @@ impl EvidenceVerifier for SnpBackend {
             }
             Err(e) => return Err(unusable(e)),
         };
-        let mut checks = vec![
+        let checks = vec![
             Check::new(
                 "snp endorsement chain",
                 Category::TrustAnchor,
@@ -131,26 +131,48 @@ impl EvidenceVerifier for SnpBackend {
             ),
         ];
         // VMPL and debug policy (report_data and host_data are compared by the Verifier).
-        let cfg = snp::SnpConfig::default();
-        for f in snp::check_claims(&claims, &cfg).map_err(unusable)? {
-            checks.push(Check::new(
-                f.claim,
-                Category::Configuration,
-                false,
-                f.expected,
-                f.found,
-            ));
-        }
-        let json = claims.to_json();
-        checks.extend(named_checks("snp.", &json, ctx));
-        Ok(VerifiedEvidence {
-            tee: Tee::Snp,
-            simulated: false,
-            report_data: hex::decode(&claims.report_data).unwrap_or_default(),
-            init_data: Some(hex::decode(&claims.host_data).unwrap_or_default()),
-            claims: json,
+        let failures = snp::check_claims(&claims, &snp::SnpConfig::default()).map_err(unusable)?;
+        Ok(finish(
+            Tee::Snp,
             checks,
-        })
+            failures,
+            claims.to_json(),
+            (&claims.report_data, &claims.host_data),
+            ctx,
+        ))
+    }
+}
+
+/// The common tail of the SNP and TDX adapters: failed claim checks become
+/// configuration checks, named reference values (`snp.*` / `tdx.*`) are
+/// compared with the claims, and the report_data / initdata fields (hex in
+/// the claims) are handed to the Verifier's common checks.
+fn finish(
+    tee: Tee,
+    mut checks: Vec<Check>,
+    failures: Vec<crate::Failure>,
+    claims: serde_json::Value,
+    (report_data, init_data): (&str, &str),
+    ctx: &VerifyContext<'_>,
+) -> VerifiedEvidence {
+    for f in failures {
+        checks.push(Check::new(
+            f.claim,
+            Category::Configuration,
+            false,
+            f.expected,
+            f.found,
+        ));
+    }
+    let prefix = format!("{}.", tee.as_str());
+    checks.extend(named_checks(&prefix, &claims, ctx));
+    VerifiedEvidence {
+        tee,
+        simulated: false,
+        report_data: hex::decode(report_data).unwrap_or_default(),
+        init_data: Some(hex::decode(init_data).unwrap_or_default()),
+        claims,
+        checks,
     }
 }
 
@@ -175,6 +197,11 @@ fn failed_for(tee: Tee, check: Check) -> VerifiedEvidence {
 pub struct TdxBackend {
     pub verifier: tdx::TdxVerifier,
     pub collateral: tdx::CollateralStore,
+    /// A CCEL (TCG2 event log) to replay against the quote's RTMR0..3
+    /// (`cloister verify --event-log`): each RTMR becomes a check naming the
+    /// replayed and the quoted value; a log that cannot be replayed makes
+    /// the evidence unusable.
+    pub event_log: Option<Vec<u8>>,
 }
 
 impl TdxBackend {
@@ -190,7 +217,14 @@ impl TdxBackend {
         Ok(Self {
             verifier: tdx::TdxVerifier::new(),
             collateral,
+            event_log: None,
         })
+    }
+
+    /// Replay `ccel` against the RTMRs of every quote verified.
+    pub fn with_event_log(mut self, ccel: Vec<u8>) -> Self {
+        self.event_log = Some(ccel);
+        self
     }
 }
 
@@ -260,6 +294,19 @@ impl EvidenceVerifier for TdxBackend {
                 "valid",
             ),
         ];
+        if let Some(log) = &self.event_log {
+            let replayed = tdx::ccel::replay(log).map_err(|e| unusable(e.into()))?;
+            for (i, (want, found)) in replayed.iter().zip(claims.rtmrs()).enumerate() {
+                let want = hex::encode(want);
+                checks.push(Check::new(
+                    format!("rtmr{i}"),
+                    Category::Executables,
+                    want == *found,
+                    format!("{want} (event log replay)"),
+                    found.to_string(),
+                ));
+            }
+        }
         // TCB status and debug (report_data and MRCONFIGID are compared by the Verifier).
         let cfg = tdx::TdxConfig::default();
         let failures = tdx::check_claims(&claims, &cfg).map_err(unusable)?;
@@ -272,24 +319,13 @@ impl EvidenceVerifier for TdxBackend {
                 claims.tcb_status.clone(),
             ));
         }
-        for f in failures {
-            checks.push(Check::new(
-                f.claim,
-                Category::Configuration,
-                false,
-                f.expected,
-                f.found,
-            ));
-        }
-        let json = claims.to_json();
-        checks.extend(named_checks("tdx.", &json, ctx));
-        Ok(VerifiedEvidence {
-            tee: Tee::Tdx,
-            simulated: false,
-            report_data: hex::decode(&claims.report_data).unwrap_or_default(),
-            init_data: Some(hex::decode(&claims.mr_config_id).unwrap_or_default()),
-            claims: json,
+        Ok(finish(
+            Tee::Tdx,
             checks,
-        })
+            failures,
+            claims.to_json(),
+            (&claims.report_data, &claims.mr_config_id),
+            ctx,
+        ))
     }
 }

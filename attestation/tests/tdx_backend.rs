@@ -171,3 +171,130 @@ fn expired_collateral_and_missing_collateral() {
         .appraise(Tee::Tdx, b"not a quote", None, None, NOW_V4)
         .is_err());
 }
+
+/// CCEL replay values (testdata/tdx/SOURCES.md, trustee CCEL_data_ovmf row).
+const OVMF_RTMR0: &str = "8566f998798db09443b244c62de9a3041fb02e2e6936c4396d784bba2e90177329ec5aba3bb484404f2ab9cc90abe193";
+
+#[test]
+fn event_log_is_replayed_against_the_rtmrs() {
+    // No published event log belongs to a quote with collateral, so the
+    // OVMF log must mismatch dcap-qvl-tdx_quote's RTMR0..2 (RTMR3 is zero in
+    // both); each mismatch names the RTMR, the replayed and the quoted value.
+    let dir = collateral_dir("ccel");
+    let backend = TdxBackend::new(Some(&dir))
+        .unwrap()
+        .with_event_log(td("trustee-CCEL_data_ovmf"));
+    std::fs::remove_dir_all(&dir).unwrap();
+    let v = Verifier::new(VerifierConfig::default())
+        .unwrap()
+        .with_backend(Tee::Tdx, Arc::new(backend.clone()));
+    let quote = td("dcap-qvl-tdx_quote");
+    let a = v.appraise(Tee::Tdx, &quote, None, None, NOW_V4).unwrap();
+    assert_ne!(a.status, Status::Affirming);
+    let q = cloister_attestation::tdx::Quote::parse(&quote).unwrap();
+    let f0 = a.failures.iter().find(|f| f.claim == "rtmr0").unwrap();
+    assert_eq!(f0.expected, format!("{OVMF_RTMR0} (event log replay)"));
+    assert_eq!(f0.found, hex::encode(q.rtmr[0]));
+    for i in 1..3 {
+        assert!(
+            a.failures.iter().any(|f| f.claim == format!("rtmr{i}")),
+            "rtmr{i} not named: {:?}",
+            a.failures
+        );
+    }
+    let rtmr3 = a.checks.iter().find(|c| c.claim == "rtmr3").unwrap();
+    assert!(rtmr3.ok, "{rtmr3:?}");
+    assert_eq!(rtmr3.category, Category::Executables);
+
+    // An unusable log makes the evidence unusable (not a verdict).
+    let mut junk = td("trustee-CCEL_data_ovmf");
+    junk.truncate(40);
+    let v = Verifier::new(VerifierConfig::default())
+        .unwrap()
+        .with_backend(Tee::Tdx, Arc::new(backend.with_event_log(junk)));
+    let e = v
+        .appraise(Tee::Tdx, &quote, None, None, NOW_V4)
+        .unwrap_err();
+    assert!(e.to_string().contains("CCEL"), "{e}");
+}
+
+#[test]
+fn collateral_dir_skips_files_that_are_not_collateral() {
+    let dir = collateral_dir("mixed");
+    let cca = |n: &str| {
+        std::fs::read(format!("{}/testdata/cca/{n}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    };
+    // Unrelated JSON (reference values, a claims array, trust anchors), a
+    // certificate and an event log next to the collateral.
+    std::fs::write(dir.join("rv.json"), cca("ccatoken-rv.json")).unwrap();
+    std::fs::write(dir.join("claims.json"), cca("trustee-cca-claims.json")).unwrap();
+    std::fs::write(dir.join("ta.json"), cca("ccatoken-ta.json")).unwrap();
+    std::fs::write(dir.join("list.json"), b"[1, 2, 3]").unwrap();
+    std::fs::write(dir.join("notes.json"), b"not json at all").unwrap();
+    std::fs::write(dir.join("root.der"), td("dcap-qvl-tdx_quote")).unwrap();
+    std::fs::write(dir.join("ccel.bin"), td("trustee-CCEL_data_ovmf")).unwrap();
+    std::fs::create_dir_all(dir.join("sub.json")).unwrap();
+    let backend = TdxBackend::new(Some(&dir)).unwrap();
+    assert_eq!(backend.collateral.len(), 2);
+    let skipped: Vec<String> = backend
+        .collateral
+        .skipped()
+        .iter()
+        .map(|(p, _)| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        skipped,
+        [
+            "ccel.bin",
+            "claims.json",
+            "list.json",
+            "notes.json",
+            "root.der",
+            "rv.json",
+            "ta.json"
+        ]
+    );
+    let rv =
+        ReferenceValues::parse(&format!(r#"{{"named": {{"tdx.mr_td": ["{MR_TD}"]}}}}"#)).unwrap();
+    let v = Verifier::new(VerifierConfig {
+        reference_values: rv,
+        ..Default::default()
+    })
+    .unwrap()
+    .with_backend(Tee::Tdx, Arc::new(backend));
+    let a = v
+        .appraise(
+            Tee::Tdx,
+            &td("dcap-qvl-tdx_quote"),
+            Some(quote_report_data()),
+            Some(&[]),
+            NOW_V4,
+        )
+        .unwrap();
+    assert_eq!(a.status, Status::Affirming, "{:?}", a.failures);
+
+    // A file that claims to be collateral but is broken is an error naming it.
+    std::fs::write(dir.join("broken.json"), br#"{"tcb_info": "{}"}"#).unwrap();
+    let e = TdxBackend::new(Some(&dir)).unwrap_err().to_string();
+    assert!(e.contains("broken.json"), "{e}");
+
+    // Only unrelated files: the missing collateral names what was skipped.
+    for n in [
+        "broken.json",
+        "dcap-qvl-tdx_quote_collateral.json",
+        "dcap-qvl-tdx_quote_outdated_collateral.json",
+    ] {
+        std::fs::remove_file(dir.join(n)).unwrap();
+    }
+    let backend = TdxBackend::new(Some(&dir)).unwrap();
+    let v = Verifier::new(VerifierConfig::default())
+        .unwrap()
+        .with_backend(Tee::Tdx, Arc::new(backend));
+    let e = v
+        .appraise(Tee::Tdx, &td("dcap-qvl-tdx_quote"), None, None, NOW_V4)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no collateral for FMSPC"), "{e}");
+    assert!(e.contains("rv.json"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

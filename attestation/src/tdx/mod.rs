@@ -132,7 +132,22 @@ fn tcb_info_fmspc(c: &QuoteCollateralV3) -> Result<String, TdxError> {
 #[derive(Debug, Clone, Default)]
 pub struct CollateralStore {
     by_fmspc: HashMap<String, QuoteCollateralV3>,
+    skipped: Vec<(std::path::PathBuf, String)>,
 }
+
+/// Fields every QuoteCollateralV3 JSON object has; a JSON file with none of
+/// them is something else and is skipped by [`CollateralStore::from_dir`].
+const COLLATERAL_FIELDS: [&str; 9] = [
+    "pck_crl_issuer_chain",
+    "root_ca_crl",
+    "pck_crl",
+    "tcb_info_issuer_chain",
+    "tcb_info",
+    "tcb_info_signature",
+    "qe_identity_issuer_chain",
+    "qe_identity",
+    "qe_identity_signature",
+];
 
 impl CollateralStore {
     /// An empty store.
@@ -147,24 +162,71 @@ impl CollateralStore {
         Ok(())
     }
 
-    /// Load every `*.json` file in `dir` as QuoteCollateralV3 JSON.
+    /// Load the QuoteCollateralV3 JSON files in `dir`. A `*.json` file is
+    /// taken as collateral when it is an object with at least one of the
+    /// QuoteCollateralV3 fields; such a file that is incomplete or broken is
+    /// an error naming it. Other files (other JSON such as reference values
+    /// or claims, certificates, event logs) are skipped and listed in
+    /// [`skipped`](Self::skipped).
     pub fn from_dir(dir: &Path) -> Result<Self, TdxError> {
         let mut s = Self::new();
         let rd = std::fs::read_dir(dir)
             .map_err(|e| TdxError::Collateral(format!("{}: {e}", dir.display())))?;
+        let mut paths = Vec::new();
         for ent in rd {
-            let p = ent
-                .map_err(|e| TdxError::Collateral(format!("{}: {e}", dir.display())))?
-                .path();
-            if p.extension().is_some_and(|x| x == "json") {
-                let b = std::fs::read(&p)
-                    .map_err(|e| TdxError::Collateral(format!("{}: {e}", p.display())))?;
-                let c = collateral_from_json(&b)
-                    .map_err(|e| TdxError::Collateral(format!("{}: {e}", p.display())))?;
-                s.insert(c)?;
+            paths.push(
+                ent.map_err(|e| TdxError::Collateral(format!("{}: {e}", dir.display())))?
+                    .path(),
+            );
+        }
+        paths.sort();
+        for p in paths {
+            if !p.is_file() {
+                continue;
             }
+            if p.extension().is_none_or(|x| x != "json") {
+                s.skipped.push((p, "not a .json file".into()));
+                continue;
+            }
+            let b = std::fs::read(&p)
+                .map_err(|e| TdxError::Collateral(format!("{}: {e}", p.display())))?;
+            let looks_like_collateral = serde_json::from_slice::<serde_json::Value>(&b)
+                .ok()
+                .and_then(|v| {
+                    v.as_object()
+                        .map(|o| COLLATERAL_FIELDS.iter().any(|f| o.contains_key(*f)))
+                })
+                .unwrap_or(false);
+            if !looks_like_collateral {
+                s.skipped.push((
+                    p,
+                    format!(
+                        "not QuoteCollateralV3 JSON (no {} field)",
+                        COLLATERAL_FIELDS.join("/")
+                    ),
+                ));
+                continue;
+            }
+            let c = collateral_from_json(&b)
+                .map_err(|e| TdxError::Collateral(format!("{}: {e}", p.display())))?;
+            s.insert(c)
+                .map_err(|e| TdxError::Collateral(format!("{}: {e}", p.display())))?;
         }
         Ok(s)
+    }
+
+    /// Files [`from_dir`](Self::from_dir) did not take, with the reason.
+    pub fn skipped(&self) -> &[(std::path::PathBuf, String)] {
+        &self.skipped
+    }
+
+    /// Number of platforms (FMSPCs) with collateral.
+    pub fn len(&self) -> usize {
+        self.by_fmspc.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_fmspc.is_empty()
     }
 
     /// The collateral for a quote's platform (FMSPC from its PCK certificate).
@@ -175,9 +237,23 @@ impl CollateralStore {
             .map_err(|e| TdxError::Collateral(format!("FMSPC of the quote's PCK: {e:#}")))?;
         let key = hex::encode_upper(fmspc);
         self.by_fmspc.get(&key).ok_or_else(|| {
+            let mut have: Vec<_> = self.by_fmspc.keys().collect();
+            have.sort();
+            let skipped = if self.skipped.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (skipped {} file(s) that are not collateral: {})",
+                    self.skipped.len(),
+                    self.skipped
+                        .iter()
+                        .filter_map(|(p, _)| p.file_name().map(|n| n.to_string_lossy()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
             TdxError::Collateral(format!(
-                "no collateral for FMSPC {key}; have {:?}",
-                self.by_fmspc.keys().collect::<Vec<_>>()
+                "no collateral for FMSPC {key}; have {have:?}{skipped}"
             ))
         })
     }
@@ -299,7 +375,8 @@ impl TdxClaims {
         serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
     }
 
-    fn rtmrs(&self) -> [&str; 4] {
+    /// RTMR0..3, hex.
+    pub fn rtmrs(&self) -> [&str; 4] {
         [&self.rtmr0, &self.rtmr1, &self.rtmr2, &self.rtmr3]
     }
 }

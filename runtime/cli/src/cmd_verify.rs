@@ -32,9 +32,14 @@ pub struct VerifyArgs {
     /// Reference values (Cloister JSON, ccatoken rv.json, or RVPS sample provenance).
     #[arg(long)]
     reference_values: Option<PathBuf>,
-    /// Collateral directory (SNP certificates, TDX collateral).
+    /// Collateral directory (SNP certificates, TDX collateral). Files that
+    /// are not collateral are skipped (and listed on stderr).
     #[arg(long)]
     collateral: Option<PathBuf>,
+    /// TDX only: CCEL event log (TCG2 crypto-agile, as the ACPI CCEL table
+    /// holds it) to replay against the quote's RTMR0..3.
+    #[arg(long)]
+    event_log: Option<PathBuf>,
     /// Evaluation time (RFC 3339); default: now.
     #[arg(long)]
     now: Option<String>,
@@ -106,11 +111,18 @@ fn prepare_and_appraise(a: &VerifyArgs) -> anyhow::Result<Status> {
             Arc::new(SnpBackend::new(a.collateral.as_deref())?),
         );
     }
+    if a.event_log.is_some() && a.tee != Tee::Tdx {
+        anyhow::bail!("--event-log applies to --tee tdx only");
+    }
     if a.tee == Tee::Tdx {
-        verifier = verifier.with_backend(
-            Tee::Tdx,
-            Arc::new(TdxBackend::new(a.collateral.as_deref())?),
-        );
+        let mut backend = TdxBackend::new(a.collateral.as_deref())?;
+        for (p, why) in backend.collateral.skipped() {
+            eprintln!("note: collateral: skipped {}: {why}", p.display());
+        }
+        if let Some(p) = &a.event_log {
+            backend = backend.with_event_log(read(p, "event log")?);
+        }
+        verifier = verifier.with_backend(Tee::Tdx, Arc::new(backend));
     }
     let evidence = read(&a.evidence, "evidence")?;
     let appraisal = verifier.appraise(a.tee, &evidence, nonce, init.as_deref(), now)?;
@@ -153,6 +165,7 @@ mod tests {
             trust_anchors: Some(td(ta)),
             reference_values: None,
             collateral: None,
+            event_log: None,
             now: Some("2026-11-28T12:00:00Z".into()),
             allow_simulated: false,
         }
@@ -224,6 +237,7 @@ mod tests {
             trust_anchors: None,
             reference_values: Some(rv),
             collateral: Some(dir.clone()),
+            event_log: None,
             now: Some("2025-06-19T10:33:27Z".into()),
             allow_simulated: false,
         };
@@ -241,6 +255,57 @@ mod tests {
         a.evidence = tdx.join("dcap-qvl-tdx_quote");
         a.collateral = None;
         assert_eq!(code(&a), 2);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn tdx_event_log_and_unrelated_collateral_files() {
+        let tdx = PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../attestation/testdata/tdx/"
+        ));
+        let dir = std::env::temp_dir().join(format!("cloister-verify-ccel-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(
+            tdx.join("dcap-qvl-tdx_quote_collateral.json"),
+            dir.join("collateral.json"),
+        )
+        .unwrap();
+        // Unrelated files in the collateral dir are skipped, not fatal.
+        std::fs::copy(td("ccatoken-rv.json"), dir.join("rv.json")).unwrap();
+        std::fs::copy(td("trustee-cca-claims.json"), dir.join("claims.json")).unwrap();
+        std::fs::write(dir.join("README.txt"), "notes").unwrap();
+        let rv = dir.join("tdx-rv.json");
+        std::fs::write(
+            &rv,
+            r#"{"named": {"tdx.mr_td": ["91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c942a604a407de03ae6dc5f87f27428b2538873118b7"]}}"#,
+        )
+        .unwrap();
+        let mut a = VerifyArgs {
+            tee: Tee::Tdx,
+            evidence: tdx.join("dcap-qvl-tdx_quote"),
+            nonce: None,
+            init_data_digest: Some(String::new()),
+            trust_anchors: None,
+            reference_values: Some(rv),
+            collateral: Some(dir.clone()),
+            event_log: None,
+            now: Some("2025-06-19T10:33:27Z".into()),
+            allow_simulated: false,
+        };
+        assert_eq!(code(&a), 0);
+        // The OVMF CCEL does not replay to this quote's RTMRs: a verdict (1).
+        a.event_log = Some(tdx.join("trustee-CCEL_data_ovmf"));
+        assert_eq!(code(&a), 1);
+        // Not an event log / missing file: unusable (2).
+        a.event_log = Some(dir.join("rv.json"));
+        assert_eq!(code(&a), 2);
+        a.event_log = Some(dir.join("no-such-log"));
+        assert_eq!(code(&a), 2);
+        // --event-log with another TEE: unusable (2).
+        let mut c = args("ccatoken-cca-token-01.cbor", "ccatoken-ta-tfa.json");
+        c.event_log = Some(tdx.join("trustee-CCEL_data_ovmf"));
+        assert_eq!(code(&c), 2);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
