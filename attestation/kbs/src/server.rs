@@ -346,7 +346,10 @@ impl Kbs {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(io_err(format!("binding {addr}")))?;
-            tracing::info!("KBS listening on http://{addr}");
+            let bound = listener
+                .local_addr()
+                .map_err(io_err(format!("address bound for {addr}")))?;
+            tracing::info!("KBS listening on http://{bound}");
             return self.serve_http(listener).await;
         }
         let (Some(cert), Some(key)) = (&self.cfg.tls_cert, &self.cfg.tls_key) else {
@@ -362,9 +365,17 @@ impl Kbs {
                 cert.display(),
                 key.display()
             )))?;
-        tracing::info!("KBS listening on https://{addr}");
+        let listener =
+            std::net::TcpListener::bind(addr).map_err(io_err(format!("binding {addr}")))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(io_err(format!("configuring the socket of {addr}")))?;
+        let bound = listener
+            .local_addr()
+            .map_err(io_err(format!("address bound for {addr}")))?;
+        tracing::info!("KBS listening on https://{bound}");
         let app = self.router();
-        axum_server::bind_rustls(addr, tls)
+        axum_server::from_tcp_rustls(listener, tls)
             .serve(app.into_make_service())
             .await
             .map_err(io_err("serving HTTPS".into()))

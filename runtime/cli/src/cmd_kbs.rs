@@ -127,9 +127,12 @@ struct BenchArgs {
     /// Flows of the memory run (8 clients); 0 skips it.
     #[arg(long, default_value_t = 100_000)]
     memory_flows: usize,
-    /// Upper bound on each run's duration in seconds.
-    #[arg(long, default_value_t = 600)]
+    /// Upper bound on each throughput run's duration in seconds.
+    #[arg(long, default_value_t = 120)]
     max_secs: u64,
+    /// Upper bound on the memory run's duration in seconds.
+    #[arg(long, default_value_t = 600)]
+    memory_max_secs: u64,
 }
 
 /// Runs `cloister kbs`.
@@ -151,6 +154,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
+        .with_writer(std::io::stderr)
         .try_init();
     let mut cfg = match &a.config {
         Some(p) => Config::load(p)?,
@@ -328,7 +332,7 @@ async fn bench(a: BenchArgs) -> anyhow::Result<()> {
             .unwrap_or(0),
         load.trim()
     );
-    println!("flow = POST /auth + POST /attest (CCA token, 2x ES384 sign client-side, verify server-side) + GET /resource (JWE)");
+    println!("flow = POST /auth + POST /attest (CCA token: boot-time platform token + realm token ES384-signed per flow; server verifies, appraises, signs an EAR) + GET /resource (Bearer EAR verified, resource policy, JWE the client opens)");
     println!(
         "{:>8} {:>8} {:>7} {:>10} {:>9} {:>9}",
         "clients", "flows", "errors", "flows/s", "p50 ms", "p99 ms"
@@ -363,7 +367,7 @@ async fn bench(a: BenchArgs) -> anyhow::Result<()> {
                 clients: 8,
                 flows: a.memory_flows,
                 resource: resource.clone(),
-                max_duration: Duration::from_secs(a.max_secs),
+                max_duration: Duration::from_secs(a.memory_max_secs),
             },
             attester.clone(),
         )
@@ -380,6 +384,14 @@ async fn bench(a: BenchArgs) -> anyhow::Result<()> {
             kbs.session_count(),
             kbs.config().max_sessions
         );
+        if r.ok + r.errors < a.memory_flows {
+            println!(
+                "  stopped by --memory-max-secs {} after {} of {} flows",
+                a.memory_max_secs,
+                r.ok + r.errors,
+                a.memory_flows
+            );
+        }
         if let Some(e) = &r.first_error {
             println!("  first error: {e}");
             failed = true;
