@@ -54,13 +54,15 @@ pub struct MeasureArgs {
     #[arg(long, value_name = "FILE")]
     dtb: Option<PathBuf>,
     /// TDX: the QEMU version that will launch the guest (up to 10.1 QEMU
-    /// patches the kernel's setup header, which changes RTMR1).
-    #[arg(long, value_name = "MAJOR.MINOR", default_value = "10.0")]
-    qemu_version: String,
-    /// TDX: the TDVF predates edk2-stable202411 (its ReadyToBoot separator
-    /// goes to RTMR0, not RTMR1).
-    #[arg(long)]
-    tdvf_legacy_separator: bool,
+    /// patches the kernel's setup header, which changes RTMR1). Without it
+    /// (and --tdvf-edk2) RTMR1 lists every behaviour's value.
+    #[arg(long, value_name = "MAJOR.MINOR")]
+    qemu_version: Option<String>,
+    /// TDX: the edk2 stable release the TDVF was built from, YYYYMM (e.g.
+    /// 202411): decides where the ReadyToBoot separator goes and whether
+    /// the TDVF reads QEMU's unpatched etc/boot/kernel.
+    #[arg(long, value_name = "YYYYMM")]
+    tdvf_edk2: Option<u32>,
     /// TDX: a CC event log (CCEL) recorded on a boot of the same launch on
     /// this host; RTMR0 is replayed from it (and its RTMR1/RTMR2 events are
     /// checked against the prediction).
@@ -167,15 +169,9 @@ pub fn run(args: MeasureArgs) -> anyhow::Result<()> {
         TeeKind::Snp => cloister_tee::host::snp::SnpBackend::default()
             .reference_values(&launch, args.vcpu_type.as_deref().unwrap_or("EPYC-v4"))?,
         TeeKind::Tdx => {
-            use cloister_tee::host::tdx::{KernelHeaderSource, TdxBackend};
-            let (major, minor) = qemu_version(&args.qemu_version)?;
-            let b = TdxBackend {
-                kernel_header: KernelHeaderSource::for_qemu(major, minor),
-                tdvf_layout: if args.tdvf_legacy_separator {
-                    cloister_measure::tdx::SeparatorLayout::Legacy
-                } else {
-                    cloister_measure::tdx::SeparatorLayout::Edk2Stable202411
-                },
+            let b = cloister_tee::host::tdx::TdxBackend {
+                qemu_version: args.qemu_version.as_deref().map(qemu_version).transpose()?,
+                tdvf_edk2: args.tdvf_edk2,
                 ..Default::default()
             };
             let log = match &args.event_log {

@@ -28,8 +28,11 @@
 //! QEMU up to 10.1 patches the header for every guest except SEV; QEMU
 //! commit a7542a38f399 ("x86/loader: Don't update kernel header for CoCo
 //! VMs", first released in 10.2.0) stops patching it for any confidential
-//! guest, TDX included. [`KernelHeader`] selects which of the two a
-//! prediction follows.
+//! guest, TDX included. Independently, QEMU 10.0 added an fw_cfg file
+//! `etc/boot/kernel` with the unpatched kernel, and OVMF's
+//! QemuKernelLoaderFsDxe gained "named blobs" (EDK II, early 2025) and then
+//! serves that file as `kernel` instead of the patched setup + kernel
+//! blobs. [`KernelHeader`] selects which bytes a prediction follows.
 
 /// `acpi_data_size` of QEMU's pc/q35 machines (128 KiB ACPI + 32 KiB).
 pub const Q35_ACPI_DATA_SIZE: u32 = 0x28000;
@@ -48,8 +51,8 @@ pub enum KernelHeader {
 }
 
 impl KernelHeader {
-    /// The behaviour of a given QEMU version (major, minor) for a TDX guest
-    /// with `memory_bytes` of RAM.
+    /// QEMU's side only: what QEMU `major.minor` hands a firmware that does
+    /// not read `etc/boot/kernel`, for a TDX guest with `memory_bytes` of RAM.
     pub fn for_qemu(major: u32, minor: u32, memory_bytes: u64) -> Self {
         if (major, minor) >= (10, 2) {
             KernelHeader::AsFile

@@ -19,39 +19,38 @@ use cloister_measure::tdx::{
 use super::{b64, initdata_field, invalid, require_firmware};
 use crate::{HostBackend, Launch, PrepareError, Prepared, QemuSettings, TeeKind};
 
-/// Which kernel bytes QEMU hands TDVF for `-kernel`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Which kernel bytes TDVF measures for `-kernel`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KernelHeaderSource {
-    /// QEMU up to 10.1 (the QEMU 10.0 this runtime installs) fills in the
-    /// bzImage setup header as a boot loader, also for TDX; the firmware
-    /// measures the patched image (it depends on memory and initrd size).
-    #[default]
+    /// The setup blob QEMU patched as a boot loader (QEMU up to 10.1, and
+    /// a TDVF that does not read `etc/boot/kernel`): RTMR1 depends on the
+    /// memory size (initrd address) and initrd size.
     QemuPatched,
-    /// QEMU 10.2 and later leave the header alone for confidential guests.
+    /// The kernel file as given: QEMU 10.2+ does not patch for
+    /// confidential guests, and a TDVF with named-blob support (EDK II
+    /// change of early 2025, here taken as edk2-stable202502) loads QEMU's
+    /// unpatched `etc/boot/kernel` (QEMU 10.0+).
     AsFile,
 }
 
-impl KernelHeaderSource {
-    /// The behaviour of QEMU `major.minor`.
-    pub fn for_qemu(major: u32, minor: u32) -> Self {
-        if (major, minor) >= (10, 2) {
-            Self::AsFile
-        } else {
-            Self::QemuPatched
-        }
-    }
-}
+/// First edk2 stable release (YYYYMM) whose TdTcg2Dxe puts the ReadyToBoot
+/// separator in RTMR1 (commit efaf893).
+pub const EDK2_SEPARATOR_IN_RTMR1: u32 = 202411;
+/// First edk2 stable release (YYYYMM) taken to read `etc/boot/kernel`
+/// (QemuKernelLoaderFsDxe named blobs, PR 10628).
+pub const EDK2_NAMED_BLOBS: u32 = 202502;
 
 /// TDX settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TdxBackend {
     /// Set TD attribute SEPT_VE_DISABLE (bit 28), as Linux guests expect.
     pub sept_ve_disable: bool,
-    /// QEMU behaviour the RTMR1 prediction follows.
-    pub kernel_header: KernelHeaderSource,
-    /// TDVF generation the RTMR1 prediction follows (where the ReadyToBoot
-    /// separator goes).
-    pub tdvf_layout: SeparatorLayout,
+    /// QEMU (major, minor) that launches the guest; None: not known, and
+    /// RTMR1 lists the values of every behaviour.
+    pub qemu_version: Option<(u32, u32)>,
+    /// edk2 stable release of the TDVF as YYYYMM (e.g. 202411); None: not
+    /// known, and RTMR1 lists the values of every behaviour.
+    pub tdvf_edk2: Option<u32>,
 }
 
 impl TdxBackend {
@@ -84,10 +83,33 @@ impl TdxBackend {
 }
 
 impl TdxBackend {
+    /// The kernel-byte behaviours possible for the known versions.
+    pub fn kernel_sources(&self) -> Vec<KernelHeaderSource> {
+        use KernelHeaderSource::*;
+        let named = self.tdvf_edk2.map(|v| v >= EDK2_NAMED_BLOBS);
+        match (self.qemu_version, named) {
+            (Some(q), _) if q >= (10, 2) => vec![AsFile],
+            (Some(q), _) if q < (10, 0) => vec![QemuPatched],
+            (Some(_), Some(true)) => vec![AsFile],
+            (Some(_), Some(false)) => vec![QemuPatched],
+            _ => vec![QemuPatched, AsFile],
+        }
+    }
+
+    /// The separator layouts possible for the known TDVF release.
+    pub fn layouts(&self) -> Vec<SeparatorLayout> {
+        match self.tdvf_edk2 {
+            Some(v) if v >= EDK2_SEPARATOR_IN_RTMR1 => vec![SeparatorLayout::Edk2Stable202411],
+            Some(_) => vec![SeparatorLayout::Legacy],
+            None => vec![SeparatorLayout::Edk2Stable202411, SeparatorLayout::Legacy],
+        }
+    }
+
     /// The reference values for `launch`: MRTD over the TDVF image (its
     /// TDVF metadata decides which pages are added and extended) as
     /// `tdx.mr_td`, MRCONFIGID (the initdata digest fitted to 48 bytes) as
-    /// `tdx.mr_config_id`, and the direct boot's `tdx.rtmr1` (kernel) and
+    /// `tdx.mr_config_id`, and the direct boot's `tdx.rtmr1` (kernel; one
+    /// value per QEMU/TDVF behaviour the known versions leave possible) and
     /// `tdx.rtmr2` (command line, initrd). RTMR0 and RTMR3 are listed in
     /// `notes` as not predicted.
     pub fn reference_values(
@@ -99,8 +121,9 @@ impl TdxBackend {
 
     /// As [`Self::reference_values`], plus `tdx.rtmr0` replayed from a CCEL
     /// recorded on a boot of the same host configuration. The log's RTMR1
-    /// and RTMR2 events must agree with the prediction, else the mismatch is
-    /// an error naming the first differing events.
+    /// and RTMR2 events must agree with one of the predicted variants (which
+    /// then is the only `tdx.rtmr1`), else the mismatch is an error naming
+    /// the differing events.
     pub fn reference_values_with_event_log(
         &self,
         launch: &Launch,
@@ -117,68 +140,105 @@ impl TdxBackend {
         let kernel = super::read_input("kernel", &launch.kernel)?;
         let initrd = super::read_input("initramfs", &launch.initramfs)?;
         let memory_bytes = u64::from(launch.memory_mib) << 20;
-        let boot = DirectBoot {
-            kernel: &kernel,
-            initrd: Some(&initrd),
-            cmdline: &launch.cmdline,
-            header: match self.kernel_header {
-                KernelHeaderSource::QemuPatched => {
-                    cloister_measure::qemu_x86::KernelHeader::QemuPatched { memory_bytes }
-                }
-                KernelHeaderSource::AsFile => cloister_measure::qemu_x86::KernelHeader::AsFile,
-            },
-            layout: self.tdvf_layout,
-        };
-        let p = predict_direct_boot(&boot)
-            .map_err(|e| input(format!("TDX RTMRs of {}: {e}", launch.kernel.display())))?;
+        let mut variants = Vec::new();
+        for source in self.kernel_sources() {
+            for layout in self.layouts() {
+                let boot = DirectBoot {
+                    kernel: &kernel,
+                    initrd: Some(&initrd),
+                    cmdline: &launch.cmdline,
+                    header: match source {
+                        KernelHeaderSource::QemuPatched => {
+                            cloister_measure::qemu_x86::KernelHeader::QemuPatched { memory_bytes }
+                        }
+                        KernelHeaderSource::AsFile => {
+                            cloister_measure::qemu_x86::KernelHeader::AsFile
+                        }
+                    },
+                    layout,
+                };
+                let p = predict_direct_boot(&boot)
+                    .map_err(|e| input(format!("TDX RTMRs of {}: {e}", launch.kernel.display())))?;
+                variants.push((source, layout, p));
+            }
+        }
         let mut rv = super::ReferenceValues::default();
         rv.add_named("tdx.mr_td", mrtd.as_bytes().to_vec());
         rv.add_named("tdx.mr_config_id", initdata_field(launch, TeeKind::Tdx)?);
-        rv.add_named("tdx.rtmr1", p.rtmr1.as_bytes().to_vec());
-        rv.add_named("tdx.rtmr2", p.rtmr2.as_bytes().to_vec());
-        rv.notes.push(format!(
-            "tdx.rtmr1/rtmr2 assume {} and {}",
-            match self.kernel_header {
-                KernelHeaderSource::QemuPatched => format!(
-                    "QEMU <= 10.1 patching the bzImage setup header for a q35 guest with {} MiB",
-                    launch.memory_mib
-                ),
-                KernelHeaderSource::AsFile =>
-                    "QEMU >= 10.2 handing TDVF the kernel file unmodified".to_string(),
-            },
-            match self.tdvf_layout {
-                SeparatorLayout::Edk2Stable202411 =>
-                    "a TDVF from edk2-stable202411 or later (ReadyToBoot separator in RTMR1)",
-                SeparatorLayout::Legacy =>
-                    "a TDVF before edk2-stable202411 (ReadyToBoot separator in RTMR0)",
-            }
-        ));
-        match event_log {
-            Some(log) => {
-                let events = parse_ccel(log).map_err(|e| input(format!("TDX event log: {e}")))?;
-                let diff = compare_with_log(&p.events, &events);
-                if !diff.is_empty() {
-                    return Err(input(format!(
-                        "the recorded TDX event log disagrees with the predicted RTMR1/RTMR2 \
-                         events (different kernel, initrd, command line, memory size, QEMU or \
-                         TDVF?): {}",
-                        diff.join("; ")
-                    )));
+        let describe = |source: KernelHeaderSource, layout: SeparatorLayout| {
+            format!(
+                "{} and {}",
+                match source {
+                    KernelHeaderSource::QemuPatched => format!(
+                        "the QEMU-patched kernel header (QEMU <= 10.1 without a TDVF that \
+                         reads etc/boot/kernel; q35 with {} MiB)",
+                        launch.memory_mib
+                    ),
+                    KernelHeaderSource::AsFile => "the kernel file unmodified (QEMU >= 10.2, or \
+                         QEMU >= 10.0 with a TDVF from edk2-stable202502 on)"
+                        .to_string(),
+                },
+                match layout {
+                    SeparatorLayout::Edk2Stable202411 =>
+                        "the ReadyToBoot separator in RTMR1 (TDVF from edk2-stable202411 on)",
+                    SeparatorLayout::Legacy =>
+                        "the ReadyToBoot separator in RTMR0 (TDVF before edk2-stable202411)",
                 }
-                let r = replay_ccel(log).map_err(|e| input(format!("TDX event log: {e}")))?;
-                rv.add_named("tdx.rtmr0", r.0[0].as_bytes().to_vec());
-                rv.notes.push(
-                    "tdx.rtmr0 replayed from the recorded event log: it holds for this host's \
-                     QEMU, machine shape and TDVF only"
-                        .into(),
-                );
-            }
-            None => rv.notes.push(
+            )
+        };
+        if let Some(log) = event_log {
+            let events = parse_ccel(log).map_err(|e| input(format!("TDX event log: {e}")))?;
+            let diffs: Vec<Vec<String>> = variants
+                .iter()
+                .map(|(_, _, p)| compare_with_log(&p.events, &events))
+                .collect();
+            let Some(i) = diffs.iter().position(Vec::is_empty) else {
+                return Err(input(format!(
+                    "the recorded TDX event log disagrees with every predicted RTMR1/RTMR2 \
+                     event sequence (different kernel, initrd, command line, memory size, QEMU \
+                     or TDVF?): {}",
+                    diffs
+                        .iter()
+                        .zip(&variants)
+                        .map(|(d, (s, l, _))| format!("[{}] {}", describe(*s, *l), d.join("; ")))
+                        .collect::<Vec<_>>()
+                        .join(" | ")
+                )));
+            };
+            variants = vec![variants.swap_remove(i)];
+            let r = replay_ccel(log).map_err(|e| input(format!("TDX event log: {e}")))?;
+            rv.add_named("tdx.rtmr0", r.0[0].as_bytes().to_vec());
+            rv.notes.push(
+                "tdx.rtmr0 replayed from the recorded event log: it holds for this host's QEMU, \
+                 machine shape and TDVF only"
+                    .into(),
+            );
+        } else {
+            rv.notes.push(
                 "tdx.rtmr0 not predicted: TDVF measures the TD HOB, QEMU's ACPI tables and \
                  firmware configuration into it, which depend on the host (pass a recorded \
                  CCEL with --event-log to take it from there)"
                     .into(),
-            ),
+            );
+        }
+        for (source, layout, p) in &variants {
+            let v = p.rtmr1.as_bytes().to_vec();
+            if !rv.named.get("tdx.rtmr1").is_some_and(|l| l.contains(&v)) {
+                rv.add_named("tdx.rtmr1", v);
+            }
+            rv.notes.push(format!(
+                "tdx.rtmr1 {} assumes {}",
+                p.rtmr1,
+                describe(*source, *layout)
+            ));
+        }
+        rv.add_named("tdx.rtmr2", variants[0].2.rtmr2.as_bytes().to_vec());
+        if variants.len() > 1 {
+            rv.notes.push(
+                "tdx.rtmr1 lists one value per QEMU/TDVF behaviour still possible: give the \
+                 QEMU version and the TDVF's edk2 release to keep only the one that applies"
+                    .into(),
+            );
         }
         rv.notes
             .push("tdx.rtmr3 not predicted: it holds runtime extensions by the guest".into());
@@ -268,7 +328,13 @@ mod tests {
     fn reference_values_predict_rtmr1_and_rtmr2_not_rtmr0() {
         let dir = tempfile::tempdir().unwrap();
         let launch = real_launch(dir.path());
-        let rv = TdxBackend::default().reference_values(&launch).unwrap();
+        let exact = TdxBackend {
+            qemu_version: Some((10, 0)),
+            tdvf_edk2: Some(202411),
+            ..Default::default()
+        };
+        let rv = exact.reference_values(&launch).unwrap();
+        assert_eq!(rv.named["tdx.rtmr1"].len(), 1);
         let names: Vec<&str> = rv.named.keys().map(String::as_str).collect();
         assert_eq!(
             names,
@@ -293,16 +359,29 @@ mod tests {
         .unwrap();
         assert_eq!(rv.named["tdx.rtmr1"], vec![p.rtmr1.as_bytes().to_vec()]);
         assert_eq!(rv.named["tdx.rtmr2"], vec![p.rtmr2.as_bytes().to_vec()]);
-        // The other QEMU behaviour and TDVF generation change RTMR1 only.
-        let other = TdxBackend {
-            kernel_header: KernelHeaderSource::for_qemu(10, 2),
-            tdvf_layout: SeparatorLayout::Legacy,
-            ..Default::default()
+        // Unknown versions: every behaviour is listed, RTMR2 is one value.
+        let all = TdxBackend::default().reference_values(&launch).unwrap();
+        assert_eq!(all.named["tdx.rtmr1"].len(), 4);
+        assert!(all.named["tdx.rtmr1"].contains(&p.rtmr1.as_bytes().to_vec()));
+        assert_eq!(all.named["tdx.rtmr2"], rv.named["tdx.rtmr2"]);
+        // QEMU 10.2 or a 2025 TDVF: the file as given.
+        for b in [
+            TdxBackend {
+                qemu_version: Some((10, 2)),
+                tdvf_edk2: Some(202411),
+                ..Default::default()
+            },
+            TdxBackend {
+                qemu_version: Some((10, 0)),
+                tdvf_edk2: Some(202505),
+                ..Default::default()
+            },
+        ] {
+            let other = b.reference_values(&launch).unwrap();
+            assert_eq!(other.named["tdx.rtmr1"].len(), 1);
+            assert_ne!(other.named["tdx.rtmr1"], rv.named["tdx.rtmr1"]);
+            assert_eq!(other.named["tdx.rtmr2"], rv.named["tdx.rtmr2"]);
         }
-        .reference_values(&launch)
-        .unwrap();
-        assert_ne!(other.named["tdx.rtmr1"], rv.named["tdx.rtmr1"]);
-        assert_eq!(other.named["tdx.rtmr2"], rv.named["tdx.rtmr2"]);
         // The JSON carries no notes and parses in the verifier.
         let text = rv.to_json().to_string();
         let parsed = cloister_attestation::refvals::ReferenceValues::parse(&text).unwrap();
@@ -313,7 +392,7 @@ mod tests {
     fn rtmr0_is_taken_from_a_matching_event_log_only() {
         let dir = tempfile::tempdir().unwrap();
         let launch = real_launch(dir.path());
-        let b = TdxBackend::default();
+        let b = TdxBackend::default(); // every variant: the log picks one
         let kernel = std::fs::read(&launch.kernel).unwrap();
         let initrd = std::fs::read(&launch.initramfs).unwrap();
         let p = predict_direct_boot(&DirectBoot {
@@ -335,6 +414,7 @@ mod tests {
         let rv = b
             .reference_values_with_event_log(&launch, Some(&ccel(&events)))
             .unwrap();
+        assert_eq!(rv.named["tdx.rtmr1"], vec![p.rtmr1.as_bytes().to_vec()]);
         let mut r0 = cloister_measure::tdx::Rtmrs::default();
         r0.extend(0, &cloister_measure::digest::Digest([7u8; 48]))
             .unwrap();
@@ -347,6 +427,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("RTMR2 event 1: expected initrd"), "{e}");
+        assert!(e.contains("disagrees with every predicted"), "{e}");
     }
 
     #[test]
