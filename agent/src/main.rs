@@ -18,7 +18,6 @@ mod stdio;
 mod sys;
 mod transport;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +29,7 @@ use cloister_protocol::{Channel, API_VERSION};
 use tokio::sync::mpsc;
 
 use crate::containers::Containers;
+use crate::modules::Loader;
 use crate::reaper::Reaper;
 use crate::service::{Agent, AgentApi, GuestFacts, HealthService};
 
@@ -70,14 +70,13 @@ fn run(pid1: bool) -> anyhow::Result<()> {
         env!("CARGO_PKG_VERSION"),
         std::process::id()
     );
-    let (cgroup, modules_loaded) = if pid1 {
+    let (cgroup, modules) = if pid1 {
         let cgroup = init::mount_basics();
         init::set_hostname("cloister");
-        let loaded = modules::load_all(Path::new(modules::MODULES_LOAD_PATH));
-        log!("loaded {} modules", loaded.len());
-        (cgroup.to_string(), loaded)
+        let modules = modules::Loader::spawn(modules::MODULES_LOAD_PATH.into());
+        (cgroup.to_string(), modules)
     } else {
-        ("unknown".to_string(), Vec::new())
+        ("unknown".to_string(), modules::Loader::done())
     };
     let cmdline = std::fs::read_to_string("/proc/cmdline").context("reading /proc/cmdline")?;
     let channel = match Channel::from_cmdline(&cmdline)? {
@@ -93,14 +92,16 @@ fn run(pid1: bool) -> anyhow::Result<()> {
     let facts = GuestFacts {
         channel: channel.to_string(),
         cgroup,
-        modules_loaded,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(serve(channel, facts))
+    rt.block_on(serve(channel, facts, modules))
 }
+
+/// The module that provides guest vsock over virtio.
+const VSOCK_TRANSPORT_MODULE: &str = "vmw_vsock_virtio_transport";
 
 /// Builds the ttrpc server with both services.
 fn server(agent: Arc<Agent>) -> Server {
@@ -109,11 +110,16 @@ fn server(agent: Arc<Agent>) -> Server {
         .register_service(create_agent_service(Arc::new(AgentApi(agent))))
 }
 
-async fn serve(channel: Channel, facts: GuestFacts) -> anyhow::Result<()> {
+async fn serve(channel: Channel, facts: GuestFacts, modules: Loader) -> anyhow::Result<()> {
     let reaper = Reaper::default();
     reaper.spawn().context("installing the SIGCHLD handler")?;
     let (shutdown_tx, mut shutdown_rx) = mpsc::channel(1);
-    let agent = Arc::new(Agent::new(Containers::new(reaper), facts, shutdown_tx));
+    let agent = Arc::new(Agent::new(
+        Containers::new(reaper),
+        facts,
+        modules.clone(),
+        shutdown_tx,
+    ));
     let listener = match channel {
         Channel::Serial => {
             let path = transport::wait_for_port(PORT_TIMEOUT)?;
@@ -122,8 +128,12 @@ async fn serve(channel: Channel, facts: GuestFacts) -> anyhow::Result<()> {
             log!("agent port is {}", path.display());
             transport::port_listener(fd).context("setting up the agent port")?
         }
-        Channel::Vsock { port } => transport::vsock_listener(port)
-            .with_context(|| format!("listening on vsock port {port}"))?,
+        Channel::Vsock { port } => {
+            // The listener needs the vsock transport module first.
+            modules.wait_for(VSOCK_TRANSPORT_MODULE).await;
+            transport::vsock_listener(port)
+                .with_context(|| format!("listening on vsock port {port}"))?
+        }
     };
     let mut srv = server(agent.clone()).add_listener(listener);
     srv.start().await.context("starting the ttrpc server")?;
@@ -209,6 +219,7 @@ mod tests {
             Arc::new(Agent::new(
                 Containers::new(Reaper::default()),
                 GuestFacts::default(),
+                Loader::done(),
                 tx,
             )),
             rx,

@@ -93,10 +93,82 @@ fn load_one(path: &Path) -> Result<(), Errno> {
     finit_module(&file, no_params, ModuleInitFlags::empty())
 }
 
-/// Loads every module of the list at `list_path`, logging each failure, and
-/// returns the names of modules now loaded. A missing list is not an error
-/// (a kernel with everything built in needs none).
-pub fn load_all(list_path: &Path) -> Vec<String> {
+/// What the background loader has done so far.
+#[derive(Debug, Clone, Default)]
+pub struct Progress {
+    /// Names of the modules loaded (or already loaded), in order.
+    pub loaded: Vec<String>,
+    /// Whether the whole list has been worked through.
+    pub done: bool,
+}
+
+/// Modules load on a thread of their own while the agent already serves:
+/// the host's Check does not wait for them, and each request that needs a
+/// module (containers, evidence) waits until the list is done.
+#[derive(Debug, Clone)]
+pub struct Loader {
+    rx: tokio::sync::watch::Receiver<Progress>,
+}
+
+impl Loader {
+    /// Starts loading the list at `list_path` in the background.
+    pub fn spawn(list_path: PathBuf) -> Loader {
+        let (tx, rx) = tokio::sync::watch::channel(Progress::default());
+        let thread_tx = tx.clone();
+        let thread_path = list_path.clone();
+        let spawned = std::thread::Builder::new()
+            .name("modules".into())
+            .spawn(move || load_and_publish(&thread_path, &thread_tx));
+        if let Err(e) = spawned {
+            crate::log!("cannot start the module loader thread ({e}); loading inline");
+            load_and_publish(&list_path, &tx);
+        }
+        Loader { rx }
+    }
+
+    /// A loader with nothing to load (not PID 1, or tests).
+    pub fn done() -> Loader {
+        let (_tx, rx) = tokio::sync::watch::channel(Progress {
+            loaded: Vec::new(),
+            done: true,
+        });
+        Loader { rx }
+    }
+
+    /// Waits until the whole list is worked through; returns what loaded.
+    pub async fn wait_done(&self) -> Vec<String> {
+        self.wait_until(|p| p.done).await.loaded
+    }
+
+    /// Waits until module `name` is loaded or the list is done.
+    pub async fn wait_for(&self, name: &str) {
+        self.wait_until(|p| p.done || p.loaded.iter().any(|n| n == name))
+            .await;
+    }
+
+    async fn wait_until(&self, cond: impl FnMut(&Progress) -> bool) -> Progress {
+        let mut rx = self.rx.clone();
+        let waited = rx.wait_for(cond).await.map(|p| p.clone());
+        // The sender is gone only after `done` was set (or never existed for
+        // `Loader::done`): the last value is final.
+        waited.unwrap_or_else(|_| rx.borrow().clone())
+    }
+}
+
+/// Loads the list, publishing each module as it loads, then `done`.
+fn load_and_publish(list_path: &Path, tx: &tokio::sync::watch::Sender<Progress>) {
+    let n = load_all_with(list_path, |name| {
+        tx.send_modify(|p| p.loaded.push(name.to_owned()))
+    });
+    crate::log!("loaded {n} modules");
+    tx.send_modify(|p| p.done = true);
+}
+
+/// Loads every module of the list at `list_path` in order, logging each
+/// failure and calling `on_loaded` with each loaded module's name; returns
+/// how many loaded. A missing list is not an error (a kernel with everything
+/// built in needs none).
+fn load_all_with(list_path: &Path, mut on_loaded: impl FnMut(&str)) -> usize {
     let text = match std::fs::read_to_string(list_path) {
         Ok(t) => t,
         Err(e) => {
@@ -104,21 +176,24 @@ pub fn load_all(list_path: &Path) -> Vec<String> {
                 "no module list at {}: {e}; loading none",
                 list_path.display()
             );
-            return Vec::new();
+            return 0;
         }
     };
     let entries = match parse_list(&text) {
         Ok(e) => e,
         Err(e) => {
             crate::log!("{e}; loading no modules");
-            return Vec::new();
+            return 0;
         }
     };
-    let mut loaded = Vec::new();
+    let mut loaded = 0;
     for entry in &entries {
         let name = module_name(&entry.path);
         match classify(entry, load_one(&entry.path)) {
-            Outcome::Loaded | Outcome::AlreadyLoaded => loaded.push(name),
+            Outcome::Loaded | Outcome::AlreadyLoaded => {
+                on_loaded(&name);
+                loaded += 1;
+            }
             Outcome::NotThisTee => crate::log!("module {name}: not this TEE (ENODEV), skipped"),
             Outcome::Failed(why) => {
                 crate::log!(
@@ -166,6 +241,22 @@ mod tests {
             assert_eq!(err.line, 1);
             assert!(err.to_string().contains("absolute path"), "{err}");
         }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn background_loader_finishes_and_wakes_waiters() {
+        let dir = tempfile::tempdir().unwrap();
+        // A module that cannot load (not a module file) is logged and
+        // skipped; the loader still finishes.
+        let list = dir.path().join("modules.load");
+        std::fs::write(&list, format!("# test\n{}/nope.ko\n", dir.path().display())).unwrap();
+        let loader = Loader::spawn(list);
+        loader.wait_for("vmw_vsock_virtio_transport").await;
+        assert!(loader.wait_done().await.is_empty());
+        // A missing list: nothing to load, done at once.
+        let loader = Loader::spawn(dir.path().join("absent"));
+        assert!(loader.wait_done().await.is_empty());
+        assert!(Loader::done().wait_done().await.is_empty());
     }
 
     #[test]

@@ -14,13 +14,13 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use crate::containers::{ContainerError, Containers};
+use crate::modules::Loader;
 
 /// Facts about the guest gathered at boot.
 #[derive(Debug, Clone, Default)]
 pub struct GuestFacts {
     pub channel: String,
     pub cgroup: String,
-    pub modules_loaded: Vec<String>,
 }
 
 /// The agent's state shared by both services.
@@ -28,6 +28,8 @@ pub struct GuestFacts {
 pub struct Agent {
     pub containers: Containers,
     pub facts: GuestFacts,
+    /// Kernel modules, loading in the background.
+    pub modules: Loader,
     /// Sent once DestroySandbox has been answered.
     pub shutdown: mpsc::Sender<()>,
     attester: OnceLock<Result<Arc<dyn Attester>, String>>,
@@ -51,10 +53,16 @@ impl From<ContainerError> for ttrpc::Error {
 }
 
 impl Agent {
-    pub fn new(containers: Containers, facts: GuestFacts, shutdown: mpsc::Sender<()>) -> Self {
+    pub fn new(
+        containers: Containers,
+        facts: GuestFacts,
+        modules: Loader,
+        shutdown: mpsc::Sender<()>,
+    ) -> Self {
         Self {
             containers,
             facts,
+            modules,
             shutdown,
             attester: OnceLock::new(),
         }
@@ -65,8 +73,8 @@ impl Agent {
     /// MRCONFIGID the host set at launch, and with no initdata that field
     /// must be zero (a host cannot launch with one document and hand over
     /// another, or withhold it). A guest without a TEE refuses initdata.
-    fn accept_initdata(&self, initdata: Option<&[u8]>) -> ttrpc::Result<()> {
-        let attester = match (self.attester(), initdata) {
+    async fn accept_initdata(&self, initdata: Option<&[u8]>) -> ttrpc::Result<()> {
+        let attester = match (self.attester().await, initdata) {
             (Ok(a), _) => a,
             (Err(_), None) => return Ok(()),
             (Err(why), Some(_)) => {
@@ -96,8 +104,10 @@ impl Agent {
         Ok(())
     }
 
-    /// The attester, detected on first use.
-    fn attester(&self) -> Result<Arc<dyn Attester>, String> {
+    /// The attester, detected on first use (after the modules it may need,
+    /// e.g. tsm and the TEE guest driver, have loaded).
+    async fn attester(&self) -> Result<Arc<dyn Attester>, String> {
+        self.modules.wait_done().await;
         self.attester
             .get_or_init(|| match cloister_tee::detect() {
                 Ok(a) => Ok(Arc::from(a)),
@@ -174,7 +184,7 @@ impl AgentService for AgentApi {
         req: pb::CreateSandboxRequest,
     ) -> ttrpc::Result<pb::Empty> {
         let initdata = (!req.initdata.is_empty()).then_some(req.initdata.as_slice());
-        self.0.accept_initdata(initdata)?;
+        self.0.accept_initdata(initdata).await?;
         if !req.hostname.is_empty() {
             crate::init::set_hostname(&req.hostname);
         }
@@ -209,6 +219,8 @@ impl AgentService for AgentApi {
                 "rootfs is missing: expected a Rootfs (kind, source)",
             )
         })?;
+        // The block device and overlay drivers are modules.
+        self.0.modules.wait_done().await;
         self.0
             .containers
             .create(&req.container_id, &req.exec_id, &req.oci_spec, rootfs)?;
@@ -342,7 +354,7 @@ impl AgentService for AgentApi {
         _: pb::GetGuestDetailsRequest,
     ) -> ttrpc::Result<pb::GuestDetailsResponse> {
         let facts = &self.0.facts;
-        let tee = match self.0.attester() {
+        let tee = match self.0.attester().await {
             Ok(a) => a.tee().to_string(),
             Err(_) => "none".to_string(),
         };
@@ -357,7 +369,7 @@ impl AgentService for AgentApi {
             cgroup: facts.cgroup.clone(),
             channel: facts.channel.clone(),
             tee,
-            modules_loaded: facts.modules_loaded.clone(),
+            modules_loaded: self.0.modules.wait_done().await,
             ..Default::default()
         })
     }
@@ -379,6 +391,7 @@ impl AgentService for AgentApi {
         let a = self
             .0
             .attester()
+            .await
             .map_err(|m| status(Code::UNIMPLEMENTED, m))?;
         let evidence = a.evidence(rd).map_err(|e| {
             status(
@@ -401,6 +414,7 @@ impl AgentService for AgentApi {
         let a = self
             .0
             .attester()
+            .await
             .map_err(|m| status(Code::UNIMPLEMENTED, m))?;
         a.extend(req.index, &req.data).map_err(|e| {
             status(
