@@ -40,6 +40,10 @@ pub struct Config {
     pub trust_anchors: Option<PathBuf>,
     /// Initial reference values (file), used until the admin API sets them.
     pub reference_values: Option<PathBuf>,
+    /// Collateral directory for the SNP and TDX verifiers: VCEK/VLEK/ASK
+    /// certificates (`*.der`, `*.pem`) for raw SNP reports, and Intel
+    /// `QuoteCollateralV3` JSON (`*.json`) for TDX quotes.
+    pub collateral_dir: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -59,6 +63,7 @@ impl Default for Config {
             admin_public_keys: Vec::new(),
             trust_anchors: None,
             reference_values: None,
+            collateral_dir: None,
         }
     }
 }

@@ -17,6 +17,7 @@ use axum::{Json, Router};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine;
 use cloister_attestation::appraisal::Status;
+use cloister_attestation::backends::{SnpBackend, TdxBackend};
 use cloister_attestation::cca::TrustAnchorStore;
 use cloister_attestation::ear::{EarIssuer, Submod};
 use cloister_attestation::{
@@ -73,7 +74,7 @@ struct VerifierTexts {
     refvals: Option<String>,
 }
 
-fn build_verifier(t: &VerifierTexts) -> Result<Verifier, String> {
+fn build_verifier(t: &VerifierTexts, collateral_dir: Option<&Path>) -> Result<Verifier, String> {
     let cca_trust_anchors = match &t.anchors {
         Some(a) => TrustAnchorStore::parse(a).map_err(|e| format!("trust anchors: {e}"))?,
         None => TrustAnchorStore::default(),
@@ -82,16 +83,21 @@ fn build_verifier(t: &VerifierTexts) -> Result<Verifier, String> {
         Some(r) => ReferenceValues::parse(r).map_err(|e| format!("reference values: {e}"))?,
         None => ReferenceValues::default(),
     };
-    Verifier::new(VerifierConfig {
+    let verifier = Verifier::new(VerifierConfig {
         cca_trust_anchors,
         reference_values,
         // Simulated evidence is appraised on its checks and marked; the
         // resource policy decides whether it gets anything.
         allow_simulated: true,
-        collateral_dir: None,
+        collateral_dir: collateral_dir.map(Path::to_owned),
         policy: t.policy.clone(),
     })
-    .map_err(|e| format!("attestation policy: {e}"))
+    .map_err(|e| format!("attestation policy: {e}"))?;
+    let snp = SnpBackend::new(collateral_dir).map_err(|e| format!("SNP verifier: {e}"))?;
+    let tdx = TdxBackend::new(collateral_dir).map_err(|e| format!("TDX verifier: {e}"))?;
+    Ok(verifier
+        .with_backend(VTee::Snp, Arc::new(snp))
+        .with_backend(VTee::Tdx, Arc::new(tdx)))
 }
 
 fn now_secs() -> i64 {
@@ -236,7 +242,8 @@ impl Kbs {
                 cfg.reference_values.as_deref(),
             )?,
         };
-        let verifier = build_verifier(&texts).map_err(KbsError::Config)?;
+        let verifier =
+            build_verifier(&texts, cfg.collateral_dir.as_deref()).map_err(KbsError::Config)?;
         let rp_text = text_of(store.as_ref(), KEY_RESOURCE_POLICY, None)?
             .unwrap_or_else(|| DEFAULT_RESOURCE_POLICY.to_string());
         let resource_policy = Policy::new("resource-policy.rego", &rp_text)
@@ -676,19 +683,38 @@ async fn attest(
     Ok(Json(json!({ "token": token })).into_response())
 }
 
-/// The bytes the verifier takes for `tee`. CCA evidence as Trustee sends it
-/// (`{"token": [numbers]}`) is unwrapped here instead of being serialised
-/// back to JSON for the verifier to parse again; every other shape is passed
-/// on as JSON text.
+/// The bytes the verifier takes for `tee`, from the evidence JSON a Trustee
+/// client sends:
+/// - CCA `{"token": [numbers]}`: unwrapped here instead of being serialised
+///   back to JSON for the verifier to parse again;
+/// - TDX `{"quote": "<standard base64>", "cc_eventlog": …}`: the raw quote
+///   (the event log is not replayed by the KBS);
+/// - SNP `{"attestation_report": {…}, "cert_chain": […]}` and every other
+///   shape: passed on as JSON text.
 fn evidence_bytes(tee: Tee, evidence: &Value) -> Result<Vec<u8>, String> {
-    if tee == Tee::Cca {
-        if let Some(Value::Array(a)) = evidence.get("token") {
-            return a
-                .iter()
-                .map(|x| x.as_u64().and_then(|n| u8::try_from(n).ok()))
-                .collect::<Option<Vec<u8>>>()
-                .ok_or_else(|| "CCA evidence JSON: token must be an array of bytes".to_string());
+    match (tee, evidence) {
+        (Tee::Cca, Value::Object(m)) => {
+            if let Some(Value::Array(a)) = m.get("token") {
+                return a
+                    .iter()
+                    .map(|x| x.as_u64().and_then(|n| u8::try_from(n).ok()))
+                    .collect::<Option<Vec<u8>>>()
+                    .ok_or_else(|| {
+                        "CCA evidence JSON: token must be an array of bytes".to_string()
+                    });
+            }
         }
+        (Tee::Tdx, Value::Object(m)) => {
+            let q = m.get("quote").and_then(Value::as_str).ok_or_else(|| {
+                "TDX evidence JSON: expected {\"quote\": \"<base64 of the DCAP quote>\"}"
+                    .to_string()
+            })?;
+            return STANDARD
+                .decode(q)
+                .or_else(|_| URL_SAFE_NO_PAD.decode(q))
+                .map_err(|_| "TDX evidence JSON: quote is not base64".to_string());
+        }
+        _ => {}
     }
     serde_json::to_vec(evidence).map_err(|e| e.to_string())
 }
@@ -844,7 +870,8 @@ fn update_verifier(
     let mut texts = k.texts.lock().unwrap_or_else(|e| e.into_inner());
     let mut candidate = texts.clone();
     set(&mut candidate, text.clone());
-    let verifier = build_verifier(&candidate).map_err(|e| Problem::bad_request("BadConfig", e))?;
+    let verifier = build_verifier(&candidate, k.cfg.collateral_dir.as_deref())
+        .map_err(|e| Problem::bad_request("BadConfig", e))?;
     k.store
         .put(Namespace::Config, key, text.as_bytes())
         .map_err(|e| Problem::internal(e.to_string()))?;
