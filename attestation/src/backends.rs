@@ -17,33 +17,49 @@ pub struct SnpBackend {
     pub verifier: snp::SnpVerifier,
     /// VCEK/VLEK/ASK/ARK certificates (DER or PEM) used with raw reports.
     pub certs: Vec<Vec<u8>>,
+    /// Files of the collateral directory that were not taken, with the reason.
+    pub skipped: Vec<(std::path::PathBuf, String)>,
 }
 
 impl SnpBackend {
-    /// Built-in AMD roots, plus every `*.der`/`*.pem`/`*.crt` file in `dir`
-    /// as endorsement certificates.
+    /// Built-in AMD roots, plus every `*.der`/`*.pem`/`*.crt`/`*.cert` file
+    /// in `dir` that holds X.509 certificates, as endorsement certificates.
+    /// Other files (JSON, keys, event logs) are skipped and listed in
+    /// [`skipped`](Self::skipped).
     pub fn new(dir: Option<&Path>) -> Result<Self, Error> {
         let verifier = snp::SnpVerifier::builtin().map_err(|e| Error::Evidence {
             tee: Tee::Snp,
             source: Box::new(e),
         })?;
         let mut certs = Vec::new();
+        let mut skipped = Vec::new();
         if let Some(dir) = dir {
             let rd = std::fs::read_dir(dir)
                 .map_err(|e| Error::Input(format!("collateral dir {}: {e}", dir.display())))?;
             let mut paths: Vec<_> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
             paths.sort();
             for p in paths {
+                if !p.is_file() {
+                    continue;
+                }
                 let ext = p.extension().and_then(|x| x.to_str()).unwrap_or_default();
-                if ["der", "pem", "crt", "cert"].contains(&ext) {
-                    certs.push(
-                        std::fs::read(&p)
-                            .map_err(|e| Error::Input(format!("{}: {e}", p.display())))?,
-                    );
+                if !["der", "pem", "crt", "cert"].contains(&ext) {
+                    skipped.push((p, "not a .der/.pem/.crt/.cert file".into()));
+                    continue;
+                }
+                let b =
+                    std::fs::read(&p).map_err(|e| Error::Input(format!("{}: {e}", p.display())))?;
+                match snp::certs::parse_bundle(&b, &p.display().to_string()) {
+                    Ok(_) => certs.push(b),
+                    Err(e) => skipped.push((p, format!("not an X.509 certificate: {e}"))),
                 }
             }
         }
-        Ok(Self { verifier, certs })
+        Ok(Self {
+            verifier,
+            certs,
+            skipped,
+        })
     }
 }
 

@@ -11,7 +11,7 @@
 //! names every mismatch. Appraisal against reference measurements is not done
 //! here.
 
-mod certs;
+pub(crate) mod certs;
 mod report;
 
 use std::sync::OnceLock;

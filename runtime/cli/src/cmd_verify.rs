@@ -106,10 +106,11 @@ fn prepare_and_appraise(a: &VerifyArgs) -> anyhow::Result<Status> {
     }
     let mut verifier = Verifier::new(cfg)?;
     if a.tee == Tee::Snp {
-        verifier = verifier.with_backend(
-            Tee::Snp,
-            Arc::new(SnpBackend::new(a.collateral.as_deref())?),
-        );
+        let backend = SnpBackend::new(a.collateral.as_deref())?;
+        for (p, why) in &backend.skipped {
+            eprintln!("note: collateral: skipped {}: {why}", p.display());
+        }
+        verifier = verifier.with_backend(Tee::Snp, Arc::new(backend));
     }
     if a.event_log.is_some() && a.tee != Tee::Tdx {
         anyhow::bail!("--event-log applies to --tee tdx only");
