@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use cloister_measure::cca::vmm::{ArmImageHeader, LaunchImages, QemuVirt};
 use cloister_measure::cca::{HashAlgo, RealmFeatures, RmmVersion};
+use cloister_measure::qemu_x86::KernelHeader;
 use cloister_measure::snp::{launch_digest, KernelHashes, Ovmf, SnpLaunch};
-use cloister_measure::tdx::mrtd;
+use cloister_measure::tdx::{mrtd, predict_direct_boot, DirectBoot, SeparatorLayout};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use sha2::Digest;
 
@@ -47,6 +48,34 @@ fn kernel() -> Vec<u8> {
     k
 }
 
+/// A 16 MiB x86 EFI-stub bzImage lookalike: DOS + PE32+ headers, the
+/// boot-protocol setup header at 0x1f1, one section over the rest.
+fn efi_bzimage() -> Vec<u8> {
+    let mut k = filler(KERNEL, 3);
+    k[..0x1000].fill(0);
+    let put = |k: &mut [u8], o: usize, v: &[u8]| k[o..o + v.len()].copy_from_slice(v);
+    put(&mut k, 0, b"MZ");
+    put(&mut k, 0x3c, &0x80u32.to_le_bytes());
+    put(&mut k, 0x80, b"PE\0\0");
+    put(&mut k, 0x84, &0x8664u16.to_le_bytes());
+    put(&mut k, 0x86, &1u16.to_le_bytes()); // sections
+    put(&mut k, 0x94, &240u16.to_le_bytes()); // optional header size
+    let opt = 0x98;
+    put(&mut k, opt, &0x20bu16.to_le_bytes());
+    put(&mut k, opt + 60, &0x1000u32.to_le_bytes()); // SizeOfHeaders
+    put(&mut k, opt + 108, &16u32.to_le_bytes());
+    let sec = opt + 240;
+    put(&mut k, sec, b".text\0\0\0");
+    put(&mut k, sec + 16, &((KERNEL - 0x1000) as u32).to_le_bytes());
+    put(&mut k, sec + 20, &0x1000u32.to_le_bytes());
+    k[0x1f1] = 7; // setup_sects: 4 KiB of setup
+    put(&mut k, 0x202, b"HdrS");
+    put(&mut k, 0x206, &0x20fu16.to_le_bytes());
+    k[0x211] = 0x01; // LOADED_HIGH
+    put(&mut k, 0x236, &0x7fu16.to_le_bytes());
+    k
+}
+
 fn coreutils(c: &mut Criterion, bytes: &[u8]) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kernel+initrd");
@@ -55,7 +84,7 @@ fn coreutils(c: &mut Criterion, bytes: &[u8]) {
     g.throughput(Throughput::Bytes(bytes.len() as u64))
         .sample_size(10)
         .measurement_time(Duration::from_secs(6));
-    for tool in ["sha256sum", "sha512sum"] {
+    for tool in ["sha256sum", "sha384sum", "sha512sum"] {
         g.bench_function(format!("{tool} 48MiB"), |b| {
             b.iter(|| {
                 let out = Command::new(tool).arg(&path).output().unwrap();
@@ -79,6 +108,9 @@ fn benches(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(6));
     g.bench_function("sha256 48MiB", |b| {
         b.iter(|| black_box(sha2::Sha256::digest(&both)))
+    });
+    g.bench_function("sha384 48MiB", |b| {
+        b.iter(|| black_box(sha2::Sha384::digest(&both)))
     });
     g.bench_function("sha512 48MiB", |b| {
         b.iter(|| black_box(sha2::Sha512::digest(&both)))
@@ -168,6 +200,30 @@ fn benches(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(4));
     g.bench_function("mrtd Debian OVMF.fd 2MiB", |b| {
         b.iter(|| black_box(mrtd(&tdvf).unwrap()))
+    });
+    g.finish();
+
+    let bz = efi_bzimage();
+    let initrd = filler(INITRD, 4);
+    let mut g = c.benchmark_group("tdx-direct-boot");
+    g.throughput(Throughput::Bytes((bz.len() + initrd.len()) as u64))
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(6));
+    g.bench_function("direct boot rtmr1+rtmr2 16MiB kernel + 32MiB initrd", |b| {
+        b.iter(|| {
+            black_box(
+                predict_direct_boot(&DirectBoot {
+                    kernel: &bz,
+                    initrd: Some(&initrd),
+                    cmdline: "console=ttyS0 cloister.channel=serial",
+                    header: KernelHeader::QemuPatched {
+                        memory_bytes: 512 << 20,
+                    },
+                    layout: SeparatorLayout::Edk2Stable202411,
+                })
+                .unwrap(),
+            )
+        })
     });
     g.finish();
 }
