@@ -1,6 +1,7 @@
 //! Intel TDX measurements: MRTD from the TDVF metadata of a firmware image,
-//! RTMR extension and replay of a CC event log (CCEL), and the td-shim
-//! payload reference value.
+//! RTMR extension and replay of a CC event log (CCEL), the td-shim payload
+//! reference value, and RTMR1/RTMR2 of a QEMU + TDVF direct kernel boot
+//! ([`predict_direct_boot`]; RTMR0 depends on the host and is not predicted).
 //!
 //! **MRTD.** The TDX module keeps one SHA-384 stream per TD. For every page
 //! the host adds with `TDH.MEM.PAGE.ADD` it absorbs a 128-byte block
