@@ -444,6 +444,7 @@ mod tests {
             memory_backend: Some("memory-backend-memfd,id=ram0,size=512M".into()),
             extra_args: vec!["-bios".into(), "/ovmf.fd".into()],
             cmdline_extra: vec![],
+            ..QemuSettings::default()
         };
         let a = qemu_args(&s).unwrap();
         assert_eq!(

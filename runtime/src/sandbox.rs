@@ -301,8 +301,9 @@ impl Sandbox {
         }
         let spec = VmSpec {
             name: format!("cloister-{}", dir.id()),
-            kernel: launch.kernel,
-            initramfs: launch.initramfs,
+            // A backend that measured the images may pin the exact bytes.
+            kernel: prepared.qemu.kernel.clone().unwrap_or(launch.kernel),
+            initramfs: prepared.qemu.initramfs.clone().unwrap_or(launch.initramfs),
             cmdline,
             vcpus: config.vcpus,
             memory_mib: config.memory_mib,

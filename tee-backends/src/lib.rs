@@ -113,6 +113,13 @@ pub struct QemuSettings {
     pub extra_args: Vec<String>,
     /// Words appended to the kernel command line.
     pub cmdline_extra: Vec<String>,
+    /// If set, QEMU loads the kernel from here instead of the launch's path:
+    /// a backend that measured the kernel pins the bytes it measured (e.g.
+    /// `/proc/<pid>/fd/<n>` of a file it keeps open in its guard), so a file
+    /// replaced after measuring cannot slip in.
+    pub kernel: Option<PathBuf>,
+    /// Likewise for the initramfs.
+    pub initramfs: Option<PathBuf>,
 }
 
 /// A launch prepared by a backend: QEMU settings plus whatever host-side

@@ -41,6 +41,7 @@ impl CcaBackend {
             memory_backend: None,
             extra_args: Vec::new(),
             cmdline_extra: Vec::new(),
+            ..QemuSettings::default()
         })
     }
 }

@@ -57,6 +57,7 @@ impl SnpBackend {
             )),
             extra_args: vec!["-bios".into(), firmware.display().to_string()],
             cmdline_extra: Vec::new(),
+            ..QemuSettings::default()
         })
     }
 }

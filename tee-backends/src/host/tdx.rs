@@ -78,6 +78,7 @@ impl TdxBackend {
             )),
             extra_args: vec!["-bios".into(), firmware.display().to_string()],
             cmdline_extra: Vec::new(),
+            ..QemuSettings::default()
         })
     }
 }

@@ -47,10 +47,20 @@ impl SimBackend {
     pub fn measure(&self, launch: &Launch) -> Result<(RealmMeasurement, [u8; 64]), MeasureError> {
         let kernel = read_input("kernel", &launch.kernel)?;
         let initrd = read_input("initramfs", &launch.initramfs)?;
+        self.measure_images(launch, &kernel, &initrd)
+    }
+
+    /// The RIM and RPV of `launch` with these kernel and initramfs bytes.
+    fn measure_images(
+        &self,
+        launch: &Launch,
+        kernel: &[u8],
+        initrd: &[u8],
+    ) -> Result<(RealmMeasurement, [u8; 64]), MeasureError> {
         let plan = layout::plan(
             layout::SimImages {
-                kernel: &kernel,
-                initrd: &initrd,
+                kernel,
+                initrd,
                 cmdline: &launch.cmdline,
                 vcpus: launch.vcpus,
                 memory_mib: launch.memory_mib,
@@ -98,7 +108,15 @@ impl HostBackend for SimBackend {
     }
 
     fn prepare(&self, launch: &Launch, state_dir: &Path) -> Result<Prepared, PrepareError> {
-        let (rim, rpv) = self.measure(launch).map_err(super::invalid_chain)?;
+        // Measure through open files and hand QEMU those very files: the
+        // RIM covers exactly the bytes the guest gets, even if the asset
+        // paths are replaced in between.
+        let kernel = PinnedFile::open("kernel", &launch.kernel).map_err(super::invalid_chain)?;
+        let initrd =
+            PinnedFile::open("initramfs", &launch.initramfs).map_err(super::invalid_chain)?;
+        let (rim, rpv) = self
+            .measure_images(launch, &kernel.bytes, &initrd.bytes)
+            .map_err(super::invalid_chain)?;
         let platform = SimPlatform::load_or_create(&self.opts.config_dir)
             .map_err(|e| PrepareError::InvalidLaunch(super::chain(&e)))?;
         let socket = state_dir.join(SOCKET_NAME);
@@ -118,12 +136,42 @@ impl HostBackend for SimBackend {
                 "-device".into(),
                 format!("virtserialport,bus=vsersim.0,chardev=simrmm,name={SIM_PORT_NAME}"),
             ],
+            kernel: Some(kernel.proc_path()),
+            initramfs: Some(initrd.proc_path()),
             ..QemuSettings::default()
         };
         Ok(Prepared {
             qemu,
-            guard: Some(Box::new(service)),
+            guard: Some(Box::new((service, kernel.file, initrd.file))),
         })
+    }
+}
+
+/// A file read through a descriptor that stays open, so that the bytes
+/// read can be handed on by `/proc/<pid>/fd/<n>` (the same open file, not
+/// whatever the path names later).
+struct PinnedFile {
+    file: std::fs::File,
+    bytes: Vec<u8>,
+}
+
+impl PinnedFile {
+    fn open(what: &'static str, path: &Path) -> Result<PinnedFile, MeasureError> {
+        use std::io::Read as _;
+        let read_err = |source| MeasureError::Read {
+            what,
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut file = std::fs::File::open(path).map_err(read_err)?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(read_err)?;
+        Ok(PinnedFile { file, bytes })
+    }
+
+    fn proc_path(&self) -> std::path::PathBuf {
+        use std::os::fd::AsRawFd as _;
+        format!("/proc/{}/fd/{}", std::process::id(), self.file.as_raw_fd()).into()
     }
 }
 
@@ -167,6 +215,37 @@ mod tests {
 
         drop(prepared);
         assert!(!socket.exists(), "socket removed when the guard drops");
+    }
+
+    /// QEMU gets the very files that were measured: replacing the asset
+    /// paths after `prepare` changes neither what QEMU reads nor the RIM.
+    #[test]
+    fn prepare_pins_the_measured_images() {
+        let dir = tempfile::tempdir().unwrap();
+        let launch = crate::host::testutil::launch(dir.path());
+        let backend = SimBackend::new(HostOptions {
+            config_dir: dir.path().join("config"),
+        });
+        let measured = backend.reference_values(&launch).unwrap().cca_realm[0]
+            .rim
+            .clone();
+        let kernel_before = std::fs::read(&launch.kernel).unwrap();
+        let prepared = backend.prepare(&launch, dir.path()).unwrap();
+        let pinned = prepared.qemu.kernel.clone().expect("kernel pinned");
+        assert!(pinned.starts_with("/proc"), "{}", pinned.display());
+        assert!(prepared.qemu.initramfs.is_some());
+
+        // Someone replaces the kernel file (write elsewhere, rename over).
+        let tmp = dir.path().join("kernel.new");
+        std::fs::write(&tmp, vec![0x4c; 300_000]).unwrap();
+        std::fs::rename(&tmp, &launch.kernel).unwrap();
+        assert_eq!(std::fs::read(&pinned).unwrap(), kernel_before);
+        // Measuring the path now gives another RIM; the pinned one did not move.
+        let now = backend.reference_values(&launch).unwrap().cca_realm[0]
+            .rim
+            .clone();
+        assert_ne!(now, measured);
+        drop(prepared);
     }
 
     #[test]
