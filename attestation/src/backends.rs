@@ -244,12 +244,47 @@ impl TdxBackend {
     }
 }
 
+/// A TDX quote (borrowed when raw, decoded from JSON otherwise) and the
+/// event log the evidence carried, if any.
+pub type TdxEvidence<'a> = (std::borrow::Cow<'a, [u8]>, Option<Vec<u8>>);
+
+/// Accept a raw quote or Trustee's TDX evidence JSON
+/// `{"quote": base64, "cc_eventlog": base64 | null}`; returns the quote and
+/// the event log, if the JSON carries one.
+pub fn unwrap_tdx_evidence(evidence: &[u8]) -> Result<TdxEvidence<'_>, tdx::TdxError> {
+    use base64::Engine as _;
+    if evidence.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Ok((std::borrow::Cow::Borrowed(evidence), None));
+    }
+    let bad = tdx::TdxError::EvidenceJson;
+    let v: serde_json::Value = serde_json::from_slice(evidence).map_err(|e| bad(e.to_string()))?;
+    let b64 = |k: &str, s: &str| {
+        base64::engine::general_purpose::STANDARD
+            .decode(s.trim())
+            .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s.trim()))
+            .map_err(|e| bad(format!("{k} is not base64: {e}")))
+    };
+    let quote = match v.get("quote") {
+        Some(serde_json::Value::String(s)) => b64("quote", s)?,
+        _ => return Err(bad("expected a base64 string \"quote\"".into())),
+    };
+    let log = match v.get("cc_eventlog") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) => Some(b64("cc_eventlog", s)?),
+        Some(_) => return Err(bad("cc_eventlog must be a base64 string or null".into())),
+    };
+    Ok((std::borrow::Cow::Owned(quote), log))
+}
+
 impl EvidenceVerifier for TdxBackend {
     fn verify(&self, evidence: &[u8], ctx: &VerifyContext<'_>) -> Result<VerifiedEvidence, Error> {
         let unusable = |e: tdx::TdxError| Error::Evidence {
             tee: Tee::Tdx,
             source: Box::new(e),
         };
+        let (quote, json_log) = unwrap_tdx_evidence(evidence).map_err(unusable)?;
+        let evidence = quote.as_ref();
+        let event_log = json_log.as_deref().or(self.event_log.as_deref());
         tdx::Quote::parse(evidence).map_err(|e| unusable(e.into()))?;
         let collateral = self.collateral.for_quote(evidence).map_err(|e| {
             unusable(match e {
@@ -310,7 +345,7 @@ impl EvidenceVerifier for TdxBackend {
                 "valid",
             ),
         ];
-        if let Some(log) = &self.event_log {
+        if let Some(log) = event_log {
             let replayed = tdx::ccel::replay(log).map_err(|e| unusable(e.into()))?;
             for (i, (want, found)) in replayed.iter().zip(claims.rtmrs()).enumerate() {
                 let want = hex::encode(want);

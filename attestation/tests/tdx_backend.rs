@@ -298,3 +298,45 @@ fn collateral_dir_skips_files_that_are_not_collateral() {
     assert!(e.contains("rv.json"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn trustee_evidence_json_carries_quote_and_event_log() {
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let v = verifier("json", MR_TD);
+    let quote = td("dcap-qvl-tdx_quote");
+    let rd = quote_report_data();
+    // No event log: the same verdict as the raw quote.
+    let ev = serde_json::json!({"quote": b64(&quote), "cc_eventlog": null}).to_string();
+    let a = v
+        .appraise(Tee::Tdx, ev.as_bytes(), Some(rd), Some(&[]), NOW_V4)
+        .unwrap();
+    assert_eq!(a.status, Status::Affirming, "{:?}", a.failures);
+    // The evidence's event log is replayed against the RTMRs.
+    let ev = serde_json::json!({
+        "quote": b64(&quote),
+        "cc_eventlog": b64(&td("trustee-CCEL_data_ovmf")),
+    })
+    .to_string();
+    let a = v
+        .appraise(Tee::Tdx, ev.as_bytes(), Some(rd), Some(&[]), NOW_V4)
+        .unwrap();
+    let f0 = a.failures.iter().find(|f| f.claim == "rtmr0").unwrap();
+    assert_eq!(f0.expected, format!("{OVMF_RTMR0} (event log replay)"));
+    // Malformed JSON evidence is unusable, with the reason.
+    for (ev, why) in [
+        (r#"{"quote": 5}"#.to_string(), "quote"),
+        (r#"{"quote": "!!"}"#.to_string(), "base64"),
+        (
+            serde_json::json!({"quote": b64(&quote), "cc_eventlog": 1}).to_string(),
+            "cc_eventlog",
+        ),
+        ("{".to_string(), "JSON"),
+    ] {
+        let e = v
+            .appraise(Tee::Tdx, ev.as_bytes(), None, None, NOW_V4)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(why), "{ev}: {e}");
+    }
+}

@@ -47,6 +47,9 @@ pub enum TdxError {
     /// dcap-qvl refused the quote for another reason (TCB, dates, attributes).
     #[error("quote verification failed: {0}")]
     Verification(String),
+    /// Trustee's TDX evidence JSON is malformed.
+    #[error("TDX evidence JSON: {0}")]
+    EvidenceJson(String),
     /// The event log is malformed.
     #[error("CCEL: {0}")]
     EventLog(#[from] EventLogError),

@@ -17,7 +17,7 @@ pub struct VerifyArgs {
     /// Kind of evidence: cca, snp, tdx or sim.
     #[arg(long)]
     tee: Tee,
-    /// Evidence file (CCA token CBOR or Trustee JSON, SNP report or JSON, TDX quote).
+    /// Evidence file (CCA token CBOR or Trustee JSON, SNP report or JSON, TDX quote or JSON).
     #[arg(long)]
     evidence: PathBuf,
     /// Expected nonce / report_data in hex (zero-padded to 64 bytes).
