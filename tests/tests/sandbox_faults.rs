@@ -30,6 +30,26 @@ fn missing_rootfs_dir_is_named() {
 }
 
 #[test]
+fn missing_vhost_user_backend_names_the_fix() {
+    prerequisites();
+    let env = Env::new();
+    let mut c = env.run_cmd(&["--channel", "vhost-user-vsock"], &["true"]);
+    c.env(
+        "CLOISTER_VHOST_USER_VSOCK",
+        "/nonexistent/vhost-device-vsock",
+    );
+    let out = run_with_input(c, b"", Duration::from_secs(30));
+    assert_eq!(out.code(), 1, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("/nonexistent/vhost-device-vsock, which is not a file"),
+        "{out:?}"
+    );
+    assert!(out.stderr.contains("cargo install"), "{out:?}");
+    env.assert_clean();
+}
+
+#[test]
 fn missing_assets_name_the_fix() {
     prerequisites();
     let env = Env::new();
