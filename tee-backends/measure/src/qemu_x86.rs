@@ -149,6 +149,32 @@ fn vga_mode(cmdline: &str) -> Result<Option<u16>, QemuBootError> {
     Ok(Some(mode as u16))
 }
 
+/// The kernel release a bzImage names in its setup header (`kernel_version`
+/// at 0x20e points at a NUL-terminated string 0x200 bytes further), e.g.
+/// `"6.12.117+deb12-cloud-amd64"`, and its (major, minor). None when the
+/// header has no version string.
+pub fn kernel_release(kernel: &[u8]) -> Option<(String, (u32, u32))> {
+    if kernel.get(0x202..0x206) != Some(b"HdrS".as_slice()) {
+        return None;
+    }
+    let off = usize::from(u16::from_le_bytes([
+        *kernel.get(0x20e)?,
+        *kernel.get(0x20f)?,
+    ]));
+    if off == 0 {
+        return None;
+    }
+    let rest = kernel.get(off + 0x200..)?;
+    let end = rest.iter().take(256).position(|b| *b == 0 || *b == b' ')?;
+    let release = std::str::from_utf8(&rest[..end]).ok()?.to_string();
+    let mut nums = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().ok());
+    let major = nums.next()??;
+    let minor = nums.next()??;
+    Some((release, (major, minor)))
+}
+
 /// The `kernel` file OVMF assembles from QEMU's fw_cfg blobs for a direct
 /// boot of `kernel` with `cmdline` and an initrd of `initrd_size` bytes (None:
 /// no `-initrd`).
@@ -296,6 +322,19 @@ mod tests {
         )
         .unwrap();
         assert_ne!(out[0x218..0x21c], out2[0x218..0x21c]);
+    }
+
+    #[test]
+    fn kernel_release_from_the_setup_header() {
+        let mut k = bzimage(0x20f, 0x7f, 0x7fff_ffff);
+        assert_eq!(kernel_release(&k), None); // kernel_version = 0
+        k[0x20e..0x210].copy_from_slice(&0x1000u16.to_le_bytes());
+        k[0x1200..0x1200 + 32].copy_from_slice(b"6.12.117+deb12-cloud-amd64 (x)\0\0");
+        assert_eq!(
+            kernel_release(&k),
+            Some(("6.12.117+deb12-cloud-amd64".to_string(), (6, 12)))
+        );
+        assert_eq!(kernel_release(b"not a kernel"), None);
     }
 
     #[test]

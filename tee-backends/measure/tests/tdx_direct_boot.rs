@@ -317,6 +317,11 @@ fn prediction_for_a_real_kernel_and_clear_error_for_a_non_pe_kernel() {
     };
     let p = predict_direct_boot(&boot).unwrap();
     assert_eq!(p.events.len(), 7);
+    let (release, (major, minor)) = cloister_measure::qemu_x86::kernel_release(&kernel).unwrap();
+    assert!(
+        (major, minor) >= (6, 8),
+        "{release}: the stub must measure into RTMR2"
+    );
     // One byte of the initrd changes RTMR2 only; the memory size changes
     // RTMR1 only (the initrd address QEMU writes into the header).
     let mut initrd2 = initrd.clone();

@@ -241,6 +241,19 @@ impl TdxBackend {
                     .into(),
             );
         }
+        match cloister_measure::qemu_x86::kernel_release(&kernel) {
+            Some((release, v)) if v < (6, 8) => rv.notes.push(format!(
+                "kernel {release} predates Linux 6.8, whose EFI stub measures LoadOptions and \
+                 the initrd through the CC measurement protocol: on TDX (no TPM) an older stub \
+                 measures neither, and RTMR2 stays zero instead of tdx.rtmr2"
+            )),
+            Some(_) => {}
+            None => rv.notes.push(
+                "kernel names no release in its setup header: tdx.rtmr2 assumes an EFI stub \
+                 that measures LoadOptions and the initrd (Linux 6.8+)"
+                    .into(),
+            ),
+        }
         rv.notes
             .push("tdx.rtmr3 not predicted: it holds runtime extensions by the guest".into());
         Ok(rv)
@@ -345,6 +358,12 @@ mod tests {
             .notes
             .iter()
             .any(|n| n.starts_with("tdx.rtmr0 not predicted")));
+        // Cloister's kernel (6.12) has the CC-measuring EFI stub: no warning.
+        assert!(
+            !rv.notes.iter().any(|n| n.contains("predates")),
+            "{:?}",
+            rv.notes
+        );
         // Equal to the calculator on the same inputs.
         let kernel = std::fs::read(&launch.kernel).unwrap();
         let initrd = std::fs::read(&launch.initramfs).unwrap();
