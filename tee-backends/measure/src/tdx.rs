@@ -577,6 +577,7 @@ pub struct DirectBootPrediction {
 
 /// The component digests of a direct boot.
 pub fn direct_boot_digests(b: &DirectBoot<'_>) -> Result<DirectBootDigests, TdxError> {
+    let initrd = b.initrd.filter(|i| !i.is_empty());
     let image = crate::qemu_x86::firmware_kernel_image(
         b.kernel,
         b.cmdline,
@@ -585,8 +586,10 @@ pub fn direct_boot_digests(b: &DirectBoot<'_>) -> Result<DirectBootDigests, TdxE
     )?;
     Ok(DirectBootDigests {
         kernel: crate::pe::authenticode_sha384(&image)?,
-        load_options: direct_boot_load_options(b.cmdline, b.initrd.is_some()).map(|o| sha384(&o)),
-        initrd: b.initrd.map(sha384),
+        // An empty -initrd: QEMU still fills in the header, but OVMF sees
+        // size 0, adds no " initrd=initrd" and serves no initrd to measure.
+        load_options: direct_boot_load_options(b.cmdline, initrd.is_some()).map(|o| sha384(&o)),
+        initrd: initrd.map(sha384),
     })
 }
 
@@ -651,6 +654,28 @@ mod tests {
             td_payload_reference(&[1; 10], 4),
             Err(TdxError::PayloadTooLarge { len: 10, pad_to: 4 })
         );
+    }
+
+    #[test]
+    fn empty_initrd_is_neither_in_load_options_nor_measured() {
+        let mut k = crate::pe::tests::build_pe(&[(0x200, 0x1000)], 0x1200, (0, 0));
+        k[0x1f1] = 0; // setup_sects 0 -> 4
+        k[0x202..0x206].copy_from_slice(b"HdrS");
+        k[0x206..0x208].copy_from_slice(&0x20fu16.to_le_bytes());
+        let boot = |initrd| DirectBoot {
+            kernel: &k,
+            initrd,
+            cmdline: "quiet",
+            header: crate::qemu_x86::KernelHeader::AsFile,
+            layout: SeparatorLayout::Edk2Stable202411,
+        };
+        let empty = direct_boot_digests(&boot(Some(&[]))).unwrap();
+        let none = direct_boot_digests(&boot(None)).unwrap();
+        assert_eq!(empty, none);
+        assert_eq!(empty.initrd, None);
+        let some = direct_boot_digests(&boot(Some(b"x"))).unwrap();
+        assert_ne!(some.load_options, none.load_options);
+        assert!(some.initrd.is_some());
     }
 
     #[test]
