@@ -141,7 +141,13 @@ fn base64_decode(text: &str) -> Vec<u8> {
 }
 
 /// Boots and returns the guest's TPM event log.
-fn boot_and_read_event_log(dir: &Path, kernel: &Path, initrd: &Path, cmdline: &str) -> Vec<u8> {
+fn boot_and_read_event_log(
+    dir: &Path,
+    kernel: &Path,
+    initrd: &Path,
+    cmdline: &str,
+    memory_mib: u32,
+) -> Vec<u8> {
     let tpm = dir.join("tpm");
     std::fs::create_dir_all(&tpm).unwrap();
     let st = Command::new("swtpm_setup")
@@ -176,9 +182,8 @@ fn boot_and_read_event_log(dir: &Path, kernel: &Path, initrd: &Path, cmdline: &s
     }
     let console = dir.join("console.log");
     let out = Command::new("qemu-system-x86_64")
-        .args([
-            "-machine", "q35", "-accel", "tcg", "-cpu", "max", "-m", "512M",
-        ])
+        .args(["-machine", "q35", "-accel", "tcg", "-cpu", "max", "-m"])
+        .arg(format!("{memory_mib}M"))
         .args(["-nodefaults", "-nographic", "-no-reboot", "-bios", OVMF])
         .arg("-chardev")
         .arg(format!("socket,id=chrtpm,path={}", sock.display()))
@@ -249,6 +254,7 @@ fn ovmf_measures_what_direct_boot_digests_predicts() {
         &kernel_path,
         &initrd_path,
         cmdline,
+        512,
     ));
 
     let boot = DirectBoot {
@@ -277,6 +283,29 @@ fn ovmf_measures_what_direct_boot_digests_predicts() {
     })
     .unwrap();
     assert_ne!(app[0].sha384, as_file.kernel);
+
+    // 3 GiB: q35 keeps 2 GiB below 4 GiB, so the initrd address QEMU writes
+    // into the header (and the kernel digest) moves with it.
+    let log3 = parse_tpm_log(&boot_and_read_event_log(
+        dir.path(),
+        &kernel_path,
+        &initrd_path,
+        cmdline,
+        3072,
+    ));
+    let app3: Vec<&Event> = log3
+        .iter()
+        .filter(|e| e.ty == EV_EFI_BOOT_SERVICES_APPLICATION)
+        .collect();
+    let want3 = direct_boot_digests(&DirectBoot {
+        header: KernelHeader::QemuPatched {
+            memory_bytes: 3072 << 20,
+        },
+        ..boot
+    })
+    .unwrap();
+    assert_eq!(app3[0].sha384, want3.kernel, "kernel digest at 3 GiB");
+    assert_ne!(want3.kernel, want.kernel);
 
     let tags: Vec<&Event> = log
         .iter()
