@@ -133,9 +133,32 @@ pub fn p256_xy(key: &PublicKey) -> (String, String) {
 }
 
 /// The ephemeral key a guest binds into its evidence and receives secrets under.
+///
+/// The public JWK is computed once. With the `aws-lc` feature (host-side
+/// users: the CLI and the KBS load generator) key generation and ECDH use
+/// `aws-lc-rs`'s assembly P-256; without it (the default, light enough for a
+/// static guest agent) the portable `p256` arithmetic.
 #[derive(Clone)]
 pub struct TeeKey {
     secret: SecretKey,
+    public: TeePubKey,
+    /// The same key for aws-lc-rs ECDH (None: use the portable path).
+    #[cfg(feature = "aws-lc")]
+    fast: Option<std::sync::Arc<aws_lc_rs::agreement::PrivateKey>>,
+}
+
+/// The tee-pubkey JWK of an uncompressed SEC1 P-256 point.
+#[cfg(feature = "aws-lc")]
+fn jwk_of_sec1(p: &[u8]) -> Option<TeePubKey> {
+    if p.len() != 65 || p[0] != 4 {
+        return None;
+    }
+    Some(TeePubKey::EC {
+        crv: "P-256".into(),
+        alg: ALG_ECDH_ES_A256KW.into(),
+        x: URL_SAFE_NO_PAD.encode(&p[1..33]),
+        y: URL_SAFE_NO_PAD.encode(&p[33..]),
+    })
 }
 
 impl std::fmt::Debug for TeeKey {
@@ -155,25 +178,55 @@ impl Default for TeeKey {
 impl TeeKey {
     /// A fresh random P-256 key.
     pub fn generate() -> Self {
-        Self {
-            secret: SecretKey::random(&mut rand::rngs::OsRng),
+        #[cfg(feature = "aws-lc")]
+        if let Some(k) = Self::generate_aws_lc() {
+            return k;
         }
+        Self::from_secret(SecretKey::random(&mut rand::rngs::OsRng))
+    }
+
+    /// Generation with aws-lc-rs: no portable scalar multiplication at all
+    /// (the public point comes from aws-lc, the scalar is copied out).
+    #[cfg(feature = "aws-lc")]
+    fn generate_aws_lc() -> Option<Self> {
+        use aws_lc_rs::agreement::{PrivateKey, ECDH_P256};
+        use aws_lc_rs::encoding::{AsBigEndian, EcPrivateKeyBin};
+        let fast = PrivateKey::generate(&ECDH_P256).ok()?;
+        let scalar: EcPrivateKeyBin<'static> = fast.as_be_bytes().ok()?;
+        let secret = SecretKey::from_slice(scalar.as_ref()).ok()?;
+        let public = jwk_of_sec1(fast.compute_public_key().ok()?.as_ref())?;
+        Some(Self {
+            secret,
+            public,
+            fast: Some(std::sync::Arc::new(fast)),
+        })
     }
 
     /// Wrap an existing secret key.
     pub fn from_secret(secret: SecretKey) -> Self {
-        Self { secret }
-    }
-
-    /// The public half as the JWK sent in `runtime-data.tee-pubkey`.
-    pub fn public_jwk(&self) -> TeePubKey {
-        let (x, y) = p256_xy(&self.secret.public_key());
-        TeePubKey::EC {
+        let (x, y) = p256_xy(&secret.public_key());
+        let public = TeePubKey::EC {
             crv: "P-256".into(),
             alg: ALG_ECDH_ES_A256KW.into(),
             x,
             y,
+        };
+        Self {
+            #[cfg(feature = "aws-lc")]
+            fast: aws_lc_rs::agreement::PrivateKey::from_private_key(
+                &aws_lc_rs::agreement::ECDH_P256,
+                &secret.to_bytes(),
+            )
+            .ok()
+            .map(std::sync::Arc::new),
+            secret,
+            public,
         }
+    }
+
+    /// The public half as the JWK sent in `runtime-data.tee-pubkey`.
+    pub fn public_jwk(&self) -> TeePubKey {
+        self.public.clone()
     }
 
     /// Open a resource JWE addressed to this key.
@@ -205,13 +258,34 @@ impl TeeKey {
         };
         let apu = header_bytes("apu")?;
         let apv = header_bytes("apv")?;
-        let shared = p256::ecdh::diffie_hellman(self.secret.to_nonzero_scalar(), epk.as_affine());
-        let kek = concat_kdf_256(shared.raw_secret_bytes(), ALG_ECDH_ES_A256KW, &apu, &apv);
+        let kek = self.shared_kek(&epk, &apu, &apv)?;
         let kek = aes_kw::KekAes256::from(kek);
         let cek = kek
             .unwrap_vec(&response.encrypted_key)
             .map_err(|_| JweError::Unwrap)?;
         open_a256gcm(&cek, response)
+    }
+
+    /// ECDH with the sender's ephemeral key, then the Concat KDF.
+    fn shared_kek(&self, epk: &PublicKey, apu: &[u8], apv: &[u8]) -> Result<[u8; 32], JweError> {
+        #[cfg(feature = "aws-lc")]
+        if let Some(fast) = &self.fast {
+            use aws_lc_rs::agreement::{agree, UnparsedPublicKey, ECDH_P256};
+            let point = epk.to_encoded_point(false);
+            return agree(
+                fast.as_ref(),
+                UnparsedPublicKey::new(&ECDH_P256, point.as_bytes()),
+                JweError::Epk("ECDH with the epk failed"),
+                |z| Ok(concat_kdf_256(z, ALG_ECDH_ES_A256KW, apu, apv)),
+            );
+        }
+        let shared = p256::ecdh::diffie_hellman(self.secret.to_nonzero_scalar(), epk.as_affine());
+        Ok(concat_kdf_256(
+            shared.raw_secret_bytes(),
+            ALG_ECDH_ES_A256KW,
+            apu,
+            apv,
+        ))
     }
 }
 
@@ -257,6 +331,37 @@ mod tests {
         // Same framing as concat_kdf_256 apart from the key length.
         let k = concat_kdf_256(&z, "A128GCM", b"Alice", b"Bob");
         assert_ne!(&k[..16], &out[..16]);
+    }
+
+    #[test]
+    fn generated_public_key_is_the_scalars_and_both_ecdh_paths_agree() {
+        let k = TeeKey::generate();
+        let again = TeeKey::from_secret(k.secret.clone());
+        assert_eq!(
+            serde_json::to_value(k.public_jwk()).unwrap(),
+            serde_json::to_value(again.public_jwk()).unwrap()
+        );
+        let eph = SecretKey::random(&mut rand::rngs::OsRng);
+        let kek = k.shared_kek(&eph.public_key(), b"", b"").unwrap();
+        let portable = TeeKey {
+            #[cfg(feature = "aws-lc")]
+            fast: None,
+            ..k.clone()
+        };
+        assert_eq!(
+            portable.shared_kek(&eph.public_key(), b"", b"").unwrap(),
+            kek
+        );
+        // The sender's side of the same agreement.
+        let TeePubKey::EC { x, y, .. } = k.public_jwk() else {
+            panic!("not an EC key")
+        };
+        let recipient = p256_from_xy(&x, &y).unwrap();
+        let z = p256::ecdh::diffie_hellman(eph.to_nonzero_scalar(), recipient.as_affine());
+        assert_eq!(
+            concat_kdf_256(z.raw_secret_bytes(), ALG_ECDH_ES_A256KW, b"", b""),
+            kek
+        );
     }
 
     #[test]

@@ -286,11 +286,28 @@ fn unreachable_keygen() -> anyhow::Result<(String, reqwest::RequestBuilder)> {
 }
 
 fn vm_hwm_kib() -> Option<u64> {
+    proc_status_kib("VmHWM:")
+}
+
+fn proc_status_kib(key: &str) -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
     s.lines()
-        .find(|l| l.starts_with("VmHWM:"))
+        .find(|l| l.starts_with(key))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
+}
+
+/// CPU seconds (user + system) this process has used, all threads.
+fn cpu_secs() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the parenthesised command name; utime and stime are
+    // fields 14 and 15 (1-based), in clock ticks of 1/100 s on Linux.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (tick(11) + tick(12)) / 100.0
 }
 
 async fn bench(a: BenchArgs) -> anyhow::Result<()> {
@@ -334,11 +351,12 @@ async fn bench(a: BenchArgs) -> anyhow::Result<()> {
     );
     println!("flow = POST /auth + POST /attest (CCA token: boot-time platform token + realm token ES384-signed per flow; server verifies, appraises, signs an EAR) + GET /resource (Bearer EAR verified, resource policy, JWE the client opens)");
     println!(
-        "{:>8} {:>8} {:>7} {:>10} {:>9} {:>9}",
-        "clients", "flows", "errors", "flows/s", "p50 ms", "p99 ms"
+        "{:>8} {:>8} {:>7} {:>10} {:>9} {:>9} {:>12}",
+        "clients", "flows", "errors", "flows/s", "p50 ms", "p99 ms", "CPU ms/flow"
     );
     let mut failed = false;
     for &clients in &a.clients {
+        let cpu = cpu_secs();
         let r = loadgen::run(
             LoadConfig {
                 url: url.clone(),
@@ -350,9 +368,10 @@ async fn bench(a: BenchArgs) -> anyhow::Result<()> {
             attester.clone(),
         )
         .await;
+        let cpu_ms = (cpu_secs() - cpu) * 1000.0 / (r.ok + r.errors).max(1) as f64;
         println!(
-            "{:>8} {:>8} {:>7} {:>10.0} {:>9.2} {:>9.2}",
-            r.clients, r.ok, r.errors, r.flows_per_sec, r.p50_ms, r.p99_ms
+            "{:>8} {:>8} {:>7} {:>10.0} {:>9.2} {:>9.2} {:>12.2}",
+            r.clients, r.ok, r.errors, r.flows_per_sec, r.p50_ms, r.p99_ms, cpu_ms
         );
         if let Some(e) = &r.first_error {
             println!("  first error: {e}");
@@ -361,6 +380,7 @@ async fn bench(a: BenchArgs) -> anyhow::Result<()> {
     }
     if a.memory_flows > 0 {
         let before = vm_hwm_kib().unwrap_or(0);
+        let cpu = cpu_secs();
         let r = loadgen::run(
             LoadConfig {
                 url: url.clone(),
@@ -373,14 +393,16 @@ async fn bench(a: BenchArgs) -> anyhow::Result<()> {
         )
         .await;
         let after = vm_hwm_kib().unwrap_or(0);
+        let cpu_ms = (cpu_secs() - cpu) * 1000.0 / (r.ok + r.errors).max(1) as f64;
         println!(
-            "memory run: {} flows ({} errors) at 8 clients, {:.0} flows/s, p50 {:.2} ms, p99 {:.2} ms",
-            r.ok, r.errors, r.flows_per_sec, r.p50_ms, r.p99_ms
+            "memory run: {} flows ({} errors) at 8 clients, {:.0} flows/s, p50 {:.2} ms, p99 {:.2} ms, {:.2} CPU ms/flow",
+            r.ok, r.errors, r.flows_per_sec, r.p50_ms, r.p99_ms, cpu_ms
         );
         println!(
-            "peak RSS (VmHWM, server + load generator in one process): {} KiB before, {} KiB after; sessions held: {} (cap {})",
+            "peak RSS (VmHWM, server + load generator in one process): {} KiB before, {} KiB after; RSS now {} KiB; sessions held: {} (cap {})",
             before,
             after,
+            proc_status_kib("VmRSS:").unwrap_or(0),
             kbs.session_count(),
             kbs.config().max_sessions
         );
