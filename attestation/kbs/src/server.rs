@@ -678,7 +678,9 @@ async fn attest(
         .token_key
         .sign(&claims)
         .map_err(|e| refuse(Problem::internal(format!("signing EAR: {e}")), "error"))?;
-    k.sessions.set_attested(&id, Arc::new(claims));
+    // The session keeps the signed token (a few KiB of text), not the
+    // parsed claims tree, which is several times larger in memory.
+    k.sessions.set_attested(&id, Arc::from(token.as_str()));
     k.metrics.attestation(&tee_name, "ok");
     Ok(Json(json!({ "token": token })).into_response())
 }
@@ -735,13 +737,17 @@ async fn get_resource(
 ) -> Result<Response, Problem> {
     let path = resource_path(path)?;
     let claims = if let Some(token) = bearer(&headers) {
-        Arc::new(k.token_key.verify(token, now_secs()).map_err(|e| {
-            Problem::unauthorized("InvalidToken", format!("attestation token: {e}"))
-        })?)
+        k.token_key
+            .verify(token, now_secs())
+            .map_err(|e| Problem::unauthorized("InvalidToken", format!("attestation token: {e}")))?
     } else if let Some(id) = session_cookie(&headers) {
-        k.sessions
-            .claims(&id)
-            .map_err(|e| Problem::unauthorized("InvalidSession", e.to_string()))?
+        let token = k
+            .sessions
+            .token(&id)
+            .map_err(|e| Problem::unauthorized("InvalidSession", e.to_string()))?;
+        // Issued by us and held server-side: the signature is not re-checked.
+        crate::token::claims_of_own_token(&token)
+            .map_err(|e| Problem::internal(format!("session token: {e}")))?
     } else {
         return Err(Problem::unauthorized(
             "Unauthenticated",

@@ -1,6 +1,6 @@
 //! The session table: one entry per `/auth`, bounded in size, each entry
 //! expiring after a fixed lifetime. A session's nonce can be consumed once;
-//! after a successful attestation the session holds the token claims so its
+//! after a successful attestation the session holds the signed token so its
 //! cookie can authorise resource reads until it expires.
 
 use std::collections::{HashMap, VecDeque};
@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use serde_json::Value;
 
 /// State of one session.
 #[derive(Debug, Clone)]
@@ -23,8 +22,8 @@ pub enum SessionState {
     },
     /// The nonce was consumed by an attestation attempt that failed.
     Spent,
-    /// Attested: the EAR claims.
-    Attested(Arc<Value>),
+    /// Attested: the EAR token issued to it.
+    Attested(Arc<str>),
 }
 
 #[derive(Debug)]
@@ -134,15 +133,15 @@ impl Sessions {
     }
 
     /// Record a successful attestation.
-    pub fn set_attested(&self, id: &str, claims: Arc<Value>) {
+    pub fn set_attested(&self, id: &str, token: Arc<str>) {
         let mut g = self.lock();
         if let Some(e) = g.map.get_mut(id) {
-            e.state = SessionState::Attested(claims);
+            e.state = SessionState::Attested(token);
         }
     }
 
-    /// Claims of an attested, unexpired session.
-    pub fn claims(&self, id: &str) -> Result<Arc<Value>, SessionError> {
+    /// The token of an attested, unexpired session.
+    pub fn token(&self, id: &str) -> Result<Arc<str>, SessionError> {
         let now = Instant::now();
         let g = self.lock();
         let e = g.map.get(id).ok_or(SessionError::Unknown)?;
@@ -179,7 +178,7 @@ mod tests {
         assert_eq!(STANDARD.decode(&nonce).unwrap().len(), 32);
         assert_eq!(s.take_nonce(&id).unwrap().0, nonce);
         assert_eq!(s.take_nonce(&id), Err(SessionError::Spent));
-        assert_eq!(s.claims(&id), Err(SessionError::NotAttested));
+        assert_eq!(s.token(&id), Err(SessionError::NotAttested));
         assert_eq!(s.take_nonce("nope"), Err(SessionError::Unknown));
     }
 
