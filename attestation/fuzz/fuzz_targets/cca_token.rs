@@ -4,12 +4,35 @@
 //! claims re-encoded and decoded again.
 #![no_main]
 
-use cloister_attestation::cca::{self, PlatformClaims, RealmClaims, TrustAnchorStore};
+use std::sync::OnceLock;
+
+use cloister_attestation::cca::{
+    self, PlatformCache, PlatformClaims, RealmClaims, SigAlg, SigningKey, TrustAnchor,
+    TrustAnchorStore,
+};
 use libfuzzer_sys::fuzz_target;
+
+/// A wildcard P-384 anchor (matches every platform) and a small cache, so
+/// decoded tokens also reach the platform signature path and the cache.
+fn wildcard() -> &'static (TrustAnchorStore, PlatformCache) {
+    static W: OnceLock<(TrustAnchorStore, PlatformCache)> = OnceLock::new();
+    W.get_or_init(|| {
+        let key = SigningKey::from_scalar(SigAlg::Es384, &[0x42; 48]).expect("fixed scalar");
+        let store = TrustAnchorStore::new(vec![TrustAnchor {
+            implementation_id: None,
+            instance_id: None,
+            key: Ok(key.public()),
+            simulated: false,
+        }]);
+        (store, PlatformCache::new(8))
+    })
+}
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(t) = cca::decode(data) {
         let _ = t.verify(&TrustAnchorStore::default());
+        let (store, cache) = wildcard();
+        let _ = t.verify_with_cache(store, cache);
         // Claims survive a CBOR round trip unchanged.
         let p =
             PlatformClaims::from_value(&t.platform_claims.to_value()).expect("platform re-decode");
