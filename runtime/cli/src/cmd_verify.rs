@@ -58,11 +58,28 @@ pub fn run(a: VerifyArgs) -> anyhow::Result<()> {
         Outcome::Appraised(Status::Affirming) => 0,
         Outcome::Appraised(_) => 1,
         Outcome::Unusable(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", chain(&e));
             2
         }
     };
     std::process::exit(code)
+}
+
+/// The error and its causes, each message once (library errors often
+/// include their source's text in their own message).
+fn chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let m = cause.to_string();
+        if out.contains(&m) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&m);
+    }
+    out
 }
 
 fn read(p: &PathBuf, what: &str) -> anyhow::Result<Vec<u8>> {
@@ -298,9 +315,15 @@ mod tests {
         // The OVMF CCEL does not replay to this quote's RTMRs: a verdict (1).
         a.event_log = Some(tdx.join("trustee-CCEL_data_ovmf"));
         assert_eq!(code(&a), 1);
-        // Not an event log / missing file: unusable (2).
+        // Not an event log / missing file: unusable (2), the reason said once.
         a.event_log = Some(dir.join("rv.json"));
         assert_eq!(code(&a), 2);
+        let Outcome::Unusable(e) = verify(&a) else {
+            panic!("a JSON file is not an event log")
+        };
+        let msg = chain(&e);
+        assert!(msg.contains("CCEL: event log header"), "{msg}");
+        assert_eq!(msg.matches("event log header").count(), 1, "{msg}");
         a.event_log = Some(dir.join("no-such-log"));
         assert_eq!(code(&a), 2);
         // --event-log with another TEE: unusable (2).
