@@ -52,7 +52,7 @@ cat "$work/rv.json"
 cloister verify --tee sim --evidence "$work/evidence.cbor" --nonce "$nonce" \
     --trust-anchors "$work/sim-ta.json" --reference-values "$work/rv.json" \
     --allow-simulated > "$work/ear.json"
-echo "verdict: $(grep -o '"ear_status": *"[a-z]*"' "$work/ear.json" | head -1)"
+echo "verdict: $(grep -o '"ear.status": *"[a-z]*"' "$work/ear.json" | head -1)"
 
 step "Key broker: a secret released only after attestation"
 port=$(( 20000 + RANDOM % 20000 ))
