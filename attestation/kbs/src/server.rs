@@ -686,37 +686,18 @@ async fn attest(
 }
 
 /// The bytes the verifier takes for `tee`, from the evidence JSON a Trustee
-/// client sends:
-/// - CCA `{"token": [numbers]}`: unwrapped here instead of being serialised
-///   back to JSON for the verifier to parse again;
-/// - TDX `{"quote": "<standard base64>", "cc_eventlog": …}`: the raw quote
-///   (the event log is not replayed by the KBS);
-/// - SNP `{"attestation_report": {…}, "cert_chain": […]}` and every other
-///   shape: passed on as JSON text.
+/// client sends. CCA `{"token": [numbers]}` is unwrapped here instead of
+/// being serialised back to JSON for the verifier to parse again; SNP
+/// `{"attestation_report", "cert_chain"}`, TDX `{"quote", "cc_eventlog"}` (the
+/// TDX verifier replays the event log) and every other shape are passed on
+/// as JSON text.
 fn evidence_bytes(tee: Tee, evidence: &Value) -> Result<Vec<u8>, String> {
-    match (tee, evidence) {
-        (Tee::Cca, Value::Object(m)) => {
-            if let Some(Value::Array(a)) = m.get("token") {
-                return a
-                    .iter()
-                    .map(|x| x.as_u64().and_then(|n| u8::try_from(n).ok()))
-                    .collect::<Option<Vec<u8>>>()
-                    .ok_or_else(|| {
-                        "CCA evidence JSON: token must be an array of bytes".to_string()
-                    });
-            }
-        }
-        (Tee::Tdx, Value::Object(m)) => {
-            let q = m.get("quote").and_then(Value::as_str).ok_or_else(|| {
-                "TDX evidence JSON: expected {\"quote\": \"<base64 of the DCAP quote>\"}"
-                    .to_string()
-            })?;
-            return STANDARD
-                .decode(q)
-                .or_else(|_| URL_SAFE_NO_PAD.decode(q))
-                .map_err(|_| "TDX evidence JSON: quote is not base64".to_string());
-        }
-        _ => {}
+    if let (Tee::Cca, Some(Value::Array(a))) = (tee, evidence.get("token")) {
+        return a
+            .iter()
+            .map(|x| x.as_u64().and_then(|n| u8::try_from(n).ok()))
+            .collect::<Option<Vec<u8>>>()
+            .ok_or_else(|| "CCA evidence JSON: token must be an array of bytes".to_string());
     }
     serde_json::to_vec(evidence).map_err(|e| e.to_string())
 }
