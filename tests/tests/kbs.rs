@@ -441,3 +441,24 @@ fn kbs_serves_https_with_a_configured_certificate() {
     ok(&out, "attest over HTTPS");
     assert_eq!(out.stdout, b"tls-secret");
 }
+
+#[test]
+fn kbs_serve_refuses_a_missing_collateral_dir_by_name() {
+    let s = setup();
+    let missing = s.root.join("no-such-collateral");
+    let out = Command::new(cloister_bin())
+        .args(["kbs", "serve", "--insecure-http", "--listen", "127.0.0.1:0"])
+        .args(["--data-dir", s.data.to_str().unwrap()])
+        .args(["--collateral-dir", missing.to_str().unwrap()])
+        .env("CLOISTER_CONFIG_DIR", &s.config)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "served with a missing collateral dir"
+    );
+    assert!(err.contains("no-such-collateral"), "{err}");
+}

@@ -51,6 +51,10 @@ struct ServeArgs {
     /// by the default resource policy).
     #[arg(long)]
     insecure_sample: bool,
+    /// SNP certificates and TDX QuoteCollateralV3 JSON for the verifiers
+    /// (overrides the config's collateral_dir).
+    #[arg(long, value_name = "DIR")]
+    collateral_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -169,6 +173,9 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     cfg.insecure_http |= a.insecure_http;
     cfg.allow_sim |= a.allow_sim;
     cfg.insecure_sample |= a.insecure_sample;
+    if let Some(d) = a.collateral_dir {
+        cfg.collateral_dir = Some(d);
+    }
     let kbs = Kbs::open(cfg)?;
     kbs.serve().await?;
     Ok(())
