@@ -270,3 +270,27 @@ pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
     cond()
 }
+
+/// Runs `cloister ARGS` with `$CLOISTER_CONFIG_DIR` set (the sim platform
+/// key and other per-host state live there) and collects its output.
+pub fn cloister_with_config(config_dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(cloister_bin())
+        .args(args)
+        .env("CLOISTER_CONFIG_DIR", config_dir)
+        .env("NO_COLOR", "1")
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("running cloister")
+}
+
+/// Asserts `out` succeeded (showing both streams if not); returns stdout.
+pub fn stdout_of_success(out: &std::process::Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

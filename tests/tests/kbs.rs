@@ -83,26 +83,7 @@ impl Server {
     }
 }
 
-fn cloister(config_dir: &Path, args: &[&str]) -> Output {
-    Command::new(cloister_bin())
-        .args(args)
-        .env("CLOISTER_CONFIG_DIR", config_dir)
-        .env("NO_COLOR", "1")
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .expect("running cloister")
-}
-
-fn ok(out: &Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use cloister_e2e::{cloister_with_config as cloister, stdout_of_success as ok};
 
 fn refused(out: &Output, what: &str) -> String {
     assert!(

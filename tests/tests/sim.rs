@@ -7,31 +7,13 @@
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use cloister_e2e::{assets, boot_lock, cloister_bin};
 use cloister_tee::evidence::{cca_claims, realm_claim_bytes};
 use cloister_tee::TeeKind;
 
-fn cloister(config_dir: &Path, args: &[&str]) -> Output {
-    Command::new(cloister_bin())
-        .args(args)
-        .env("CLOISTER_CONFIG_DIR", config_dir)
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .expect("running cloister")
-}
-
-fn ok(out: &Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use cloister_e2e::{cloister_with_config as cloister, stdout_of_success as ok};
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()

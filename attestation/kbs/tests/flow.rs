@@ -355,7 +355,7 @@ async fn token_from_another_kbs_is_refused() {
     let good = c1.attest().await.unwrap();
     let p: Vec<&str> = good.split('.').collect();
     let mut claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(p[1]).unwrap()).unwrap();
-    claims["submods"]["cpu0"]["ear_status"] = json!("affirming");
+    claims["submods"]["cpu0"]["ear.status"] = json!("affirming");
     claims["submods"]["cpu0"]["ear.cloister.simulated"] = json!(false);
     let forged = format!(
         "{}.{}.{}",

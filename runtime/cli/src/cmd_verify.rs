@@ -242,23 +242,7 @@ mod tests {
             std::fs::copy(tdx.join(n), dir.join(n)).unwrap();
         }
         let rv = dir.join("rv.txt");
-        std::fs::write(
-            &rv,
-            r#"{"named": {"tdx.mr_td": ["91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c942a604a407de03ae6dc5f87f27428b2538873118b7"]}}"#,
-        )
-        .unwrap();
-        let mut a = VerifyArgs {
-            tee: Tee::Tdx,
-            evidence: tdx.join("dcap-qvl-tdx_quote"),
-            nonce: None,
-            init_data_digest: Some(String::new()),
-            trust_anchors: None,
-            reference_values: Some(rv),
-            collateral: Some(dir.clone()),
-            event_log: None,
-            now: Some("2025-06-19T10:33:27Z".into()),
-            allow_simulated: false,
-        };
+        let mut a = tdx_vector_args(&tdx, &rv, &dir);
         assert_eq!(code(&a), 0);
         a.nonce = Some("11".repeat(64));
         assert_eq!(code(&a), 1);
@@ -274,6 +258,33 @@ mod tests {
         a.collateral = None;
         assert_eq!(code(&a), 2);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// `cloister verify --tee tdx` of the dcap-qvl vector quote with its
+    /// MRTD as reference value (written to `rv`) and `collateral` as the
+    /// collateral dir, at a time its collateral is valid.
+    fn tdx_vector_args(
+        tdx: &std::path::Path,
+        rv: &std::path::Path,
+        collateral: &std::path::Path,
+    ) -> VerifyArgs {
+        std::fs::write(
+            rv,
+            r#"{"named": {"tdx.mr_td": ["91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c942a604a407de03ae6dc5f87f27428b2538873118b7"]}}"#,
+        )
+        .unwrap();
+        VerifyArgs {
+            tee: Tee::Tdx,
+            evidence: tdx.join("dcap-qvl-tdx_quote"),
+            nonce: None,
+            init_data_digest: Some(String::new()),
+            trust_anchors: None,
+            reference_values: Some(rv.to_path_buf()),
+            collateral: Some(collateral.to_path_buf()),
+            event_log: None,
+            now: Some("2025-06-19T10:33:27Z".into()),
+            allow_simulated: false,
+        }
     }
 
     #[test]
@@ -294,23 +305,7 @@ mod tests {
         std::fs::copy(td("trustee-cca-claims.json"), dir.join("claims.json")).unwrap();
         std::fs::write(dir.join("README.txt"), "notes").unwrap();
         let rv = dir.join("tdx-rv.json");
-        std::fs::write(
-            &rv,
-            r#"{"named": {"tdx.mr_td": ["91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c942a604a407de03ae6dc5f87f27428b2538873118b7"]}}"#,
-        )
-        .unwrap();
-        let mut a = VerifyArgs {
-            tee: Tee::Tdx,
-            evidence: tdx.join("dcap-qvl-tdx_quote"),
-            nonce: None,
-            init_data_digest: Some(String::new()),
-            trust_anchors: None,
-            reference_values: Some(rv),
-            collateral: Some(dir.clone()),
-            event_log: None,
-            now: Some("2025-06-19T10:33:27Z".into()),
-            allow_simulated: false,
-        };
+        let mut a = tdx_vector_args(&tdx, &rv, &dir);
         assert_eq!(code(&a), 0);
         // The OVMF CCEL does not replay to this quote's RTMRs: a verdict (1).
         a.event_log = Some(tdx.join("trustee-CCEL_data_ovmf"));

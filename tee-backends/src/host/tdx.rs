@@ -365,18 +365,7 @@ mod tests {
             rv.notes
         );
         // Equal to the calculator on the same inputs.
-        let kernel = std::fs::read(&launch.kernel).unwrap();
-        let initrd = std::fs::read(&launch.initramfs).unwrap();
-        let p = predict_direct_boot(&DirectBoot {
-            kernel: &kernel,
-            initrd: Some(&initrd),
-            cmdline: &launch.cmdline,
-            header: cloister_measure::qemu_x86::KernelHeader::QemuPatched {
-                memory_bytes: 256 << 20,
-            },
-            layout: SeparatorLayout::Edk2Stable202411,
-        })
-        .unwrap();
+        let p = patched_202411_prediction(&launch);
         assert_eq!(rv.named["tdx.rtmr1"], vec![p.rtmr1.as_bytes().to_vec()]);
         assert_eq!(rv.named["tdx.rtmr2"], vec![p.rtmr2.as_bytes().to_vec()]);
         // Unknown versions: every behaviour is listed, RTMR2 is one value.
@@ -408,14 +397,12 @@ mod tests {
         assert_eq!(parsed.named["tdx.rtmr1"], rv.named["tdx.rtmr1"]);
     }
 
-    #[test]
-    fn rtmr0_is_taken_from_a_matching_event_log_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let launch = real_launch(dir.path());
-        let b = TdxBackend::default(); // every variant: the log picks one
+    /// The calculator's prediction for `launch` (256 MiB) with QEMU's
+    /// patched header and the edk2-stable202411 separator layout.
+    fn patched_202411_prediction(launch: &Launch) -> cloister_measure::tdx::DirectBootPrediction {
         let kernel = std::fs::read(&launch.kernel).unwrap();
         let initrd = std::fs::read(&launch.initramfs).unwrap();
-        let p = predict_direct_boot(&DirectBoot {
+        predict_direct_boot(&DirectBoot {
             kernel: &kernel,
             initrd: Some(&initrd),
             cmdline: &launch.cmdline,
@@ -424,7 +411,15 @@ mod tests {
             },
             layout: SeparatorLayout::Edk2Stable202411,
         })
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn rtmr0_is_taken_from_a_matching_event_log_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let launch = real_launch(dir.path());
+        let b = TdxBackend::default(); // every variant: the log picks one
+        let p = patched_202411_prediction(&launch);
         let mut events = vec![(1u32, 0x8000_000au32, [7u8; 48])]; // an RTMR0 event
         events.extend(
             p.events
