@@ -26,6 +26,9 @@ use cloister_measure::tdx::{
     EXIT_BOOT_SERVICES_SUCCEEDED,
 };
 
+mod common;
+use common::run_ok;
+
 const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
 const BUSYBOX: &str = "/bin/busybox";
 
@@ -150,21 +153,16 @@ fn boot_and_read_event_log(
 ) -> Vec<u8> {
     let tpm = dir.join("tpm");
     std::fs::create_dir_all(&tpm).unwrap();
-    let st = Command::new("swtpm_setup")
-        .args([
-            "--tpm2",
-            "--pcr-banks",
-            "sha256,sha384",
-            "--overwrite",
-            "--tpmstate",
-        ])
-        .arg(&tpm)
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
+    run_ok(
+        Command::new("swtpm_setup")
+            .args([
+                "--tpm2",
+                "--pcr-banks",
+                "sha256,sha384",
+                "--overwrite",
+                "--tpmstate",
+            ])
+            .arg(&tpm),
     );
     let sock = dir.join("swtpm.sock");
     let mut swtpm = Command::new("swtpm")

@@ -16,19 +16,9 @@ use cloister_measure::tdx::{
     SeparatorLayout, EV_EFI_ACTION, EV_EFI_BOOT_SERVICES_APPLICATION, EV_EVENT_TAG, EV_SEPARATOR,
     INITRD_EVENT_TAG_ID, LOAD_OPTIONS_EVENT_TAG_ID,
 };
-use serde_json::Value;
 
-fn read(name: &str) -> Vec<u8> {
-    std::fs::read(format!(
-        "{}/testdata/tdx/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap()
-}
-
-fn vectors() -> Value {
-    serde_json::from_slice(&read("tdx-measurement-vectors.json")).unwrap()
-}
+mod common;
+use common::{read_tdx as read, run_ok, tdx_vectors as vectors};
 
 fn only(log: &[CcEvent], rtmr: usize, ty: u32) -> Vec<CcEvent> {
     log.iter()
@@ -256,38 +246,28 @@ fn signed_kernel_has_the_same_digest_as_unsigned() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("key.pem");
     let cert = dir.path().join("cert.pem");
-    let st = Command::new(tool("openssl", "openssl"))
-        .args([
-            "req", "-new", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args(["-subj", "/CN=cloister test signer"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
+    run_ok(
+        Command::new(tool("openssl", "openssl"))
+            .args([
+                "req", "-new", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args(["-subj", "/CN=cloister test signer"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert),
     );
     let k = &kernels()[0];
     let signed = dir.path().join("vmlinuz.signed");
-    let st = Command::new(tool("sbsign", "sbsigntool"))
-        .arg("--key")
-        .arg(&key)
-        .arg("--cert")
-        .arg(&cert)
-        .arg("--output")
-        .arg(&signed)
-        .arg(k)
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
+    run_ok(
+        Command::new(tool("sbsign", "sbsigntool"))
+            .arg("--key")
+            .arg(&key)
+            .arg("--cert")
+            .arg(&cert)
+            .arg("--output")
+            .arg(&signed)
+            .arg(k),
     );
     let unsigned = std::fs::read(k).unwrap();
     let signed_bytes = std::fs::read(&signed).unwrap();

@@ -10,19 +10,9 @@ use std::process::Command;
 use cloister_measure::tdx::{
     mrtd, replay_ccel, td_payload_reference, tdvf_sections, TdvfSectionType, TdxError,
 };
-use serde_json::Value;
 
-fn read(name: &str) -> Vec<u8> {
-    std::fs::read(format!(
-        "{}/testdata/tdx/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap()
-}
-
-fn vectors() -> Value {
-    serde_json::from_slice(&read("tdx-measurement-vectors.json")).unwrap()
-}
+mod common;
+use common::{read_tdx as read, tdx_vectors as vectors};
 
 #[test]
 fn td_shim_payload_param_reference() {
