@@ -181,13 +181,20 @@ mod tests {
     use crate::guest::{Attester, SimAttester};
     use cloister_attestation::cca;
 
-    #[test]
-    fn prepare_serves_tokens_over_the_socket_like_the_guest_sees_them() {
+    /// A temp dir with a synthetic launch in it, and a sim backend keeping
+    /// its platform key there.
+    fn fixture() -> (tempfile::TempDir, Launch, SimBackend) {
         let dir = tempfile::tempdir().unwrap();
         let launch = crate::host::testutil::launch(dir.path());
         let backend = SimBackend::new(HostOptions {
             config_dir: dir.path().join("config"),
         });
+        (dir, launch, backend)
+    }
+
+    #[test]
+    fn prepare_serves_tokens_over_the_socket_like_the_guest_sees_them() {
+        let (dir, launch, backend) = fixture();
         let prepared = backend.prepare(&launch, dir.path()).unwrap();
         let args = prepared.qemu.extra_args.join(" ");
         assert!(args.contains("name=cloister.sim"), "{args}");
@@ -221,11 +228,7 @@ mod tests {
     /// paths after `prepare` changes neither what QEMU reads nor the RIM.
     #[test]
     fn prepare_pins_the_measured_images() {
-        let dir = tempfile::tempdir().unwrap();
-        let launch = crate::host::testutil::launch(dir.path());
-        let backend = SimBackend::new(HostOptions {
-            config_dir: dir.path().join("config"),
-        });
+        let (dir, launch, backend) = fixture();
         let measured = backend.reference_values(&launch).unwrap().cca_realm[0]
             .rim
             .clone();
@@ -250,11 +253,7 @@ mod tests {
 
     #[test]
     fn tampered_initramfs_changes_the_rim() {
-        let dir = tempfile::tempdir().unwrap();
-        let launch = crate::host::testutil::launch(dir.path());
-        let backend = SimBackend::new(HostOptions {
-            config_dir: dir.path().join("config"),
-        });
+        let (_dir, launch, backend) = fixture();
         let (a, _) = backend.measure(&launch).unwrap();
         let mut bytes = std::fs::read(&launch.initramfs).unwrap();
         bytes[1000] ^= 0x01;
