@@ -80,6 +80,28 @@ impl ResourcePath {
     }
 }
 
+impl ResourcePath {
+    /// Parses a KBS resource URI, `kbs:///REPOSITORY/TYPE/TAG` (CoCo's form;
+    /// an authority such as `kbs://host/...` is accepted and ignored, since
+    /// the KBS address comes from the sandbox's initdata, not the URI).
+    pub fn from_kbs_uri(uri: &str) -> Result<Self, BadResourcePath> {
+        let rest = uri
+            .strip_prefix("kbs://")
+            .ok_or_else(|| BadResourcePath(uri.into()))?;
+        // The authority ends at the first '/'.
+        let path = rest
+            .find('/')
+            .map(|i| &rest[i..])
+            .ok_or_else(|| BadResourcePath(uri.into()))?;
+        path.parse().map_err(|_| BadResourcePath(uri.into()))
+    }
+
+    /// The resource as a KBS URI, `kbs:///REPOSITORY/TYPE/TAG`.
+    pub fn to_kbs_uri(&self) -> String {
+        format!("kbs:///{self}")
+    }
+}
+
 impl FromStr for ResourcePath {
     type Err = BadResourcePath;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -339,6 +361,24 @@ mod tests {
         assert_eq!(p.to_string(), "default/key/1");
         for bad in ["a/b", "a/b/c/d", "a/../c", "a//c", "a/b/c d", "../b/c"] {
             assert!(bad.parse::<ResourcePath>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn kbs_uris() {
+        let p = ResourcePath::from_kbs_uri("kbs:///default/key/1").unwrap();
+        assert_eq!(p.to_string(), "default/key/1");
+        assert_eq!(p.to_kbs_uri(), "kbs:///default/key/1");
+        let p = ResourcePath::from_kbs_uri("kbs://example/default/key/1").unwrap();
+        assert_eq!(p.to_string(), "default/key/1");
+        for bad in [
+            "default/key/1",
+            "kbs://",
+            "kbs:///a/b",
+            "http:///a/b/c",
+            "kbs:///a/../c",
+        ] {
+            assert!(ResourcePath::from_kbs_uri(bad).is_err(), "{bad}");
         }
     }
 

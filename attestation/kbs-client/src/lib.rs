@@ -15,6 +15,6 @@ pub mod client;
 pub mod jwe;
 
 pub use binding::{canonical_json, report_data, runtime_data_digest, BindingError};
-pub use client::{Attester, AttesterError, ClientError, KbsClient, ResourcePath};
+pub use client::{Attester, AttesterError, BadResourcePath, ClientError, KbsClient, ResourcePath};
 pub use jwe::{JweError, TeeKey};
 pub use kbs_types;

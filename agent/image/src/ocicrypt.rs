@@ -1,0 +1,1 @@
+//! ocicrypt layer decryption and encryption.

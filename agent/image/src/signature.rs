@@ -1,0 +1,1 @@
+//! Image signature policy (containers-policy.json) and signature checks.
