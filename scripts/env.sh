@@ -3,7 +3,7 @@
 : "${CLOISTER_CACHE_DIR:=${XDG_CACHE_HOME:-$HOME/.cache}/cloister}"
 : "${CARGO_TARGET_DIR:=$CLOISTER_CACHE_DIR/target}"
 export CLOISTER_CACHE_DIR CARGO_TARGET_DIR
-CLOISTER_BIN="$CARGO_TARGET_DIR/debug/cloister"
+: "${CLOISTER_BIN:=$CARGO_TARGET_DIR/debug/cloister}"
 AGENT_BIN="$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/cloister-agent"
 
 # Builds the static guest agent, the CLI, and the guest assets (a no-op when
