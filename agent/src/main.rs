@@ -7,6 +7,7 @@
 //!
 //! It is not a general init system: no services, no udev, no login.
 
+mod auth;
 mod cinit;
 mod containers;
 mod init;
@@ -97,7 +98,8 @@ fn run(pid1: bool) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(serve(channel, facts, modules))
+    let auth = auth::required(&cmdline);
+    rt.block_on(serve(channel, facts, modules, auth))
 }
 
 /// The module that provides guest vsock over virtio.
@@ -110,7 +112,12 @@ fn server(agent: Arc<Agent>) -> Server {
         .register_service(create_agent_service(Arc::new(AgentApi(agent))))
 }
 
-async fn serve(channel: Channel, facts: GuestFacts, modules: Loader) -> anyhow::Result<()> {
+async fn serve(
+    channel: Channel,
+    facts: GuestFacts,
+    modules: Loader,
+    auth: bool,
+) -> anyhow::Result<()> {
     let reaper = Reaper::default();
     reaper.spawn().context("installing the SIGCHLD handler")?;
     let (shutdown_tx, mut shutdown_rx) = mpsc::channel(1);
@@ -134,6 +141,14 @@ async fn serve(channel: Channel, facts: GuestFacts, modules: Loader) -> anyhow::
             transport::vsock_listener(port)
                 .with_context(|| format!("listening on vsock port {port}"))?
         }
+    };
+    let listener = if auth {
+        modules.wait_for(auth::FW_CFG_MODULE).await;
+        let secret = auth::load_secret(std::path::Path::new(auth::FW_CFG_BY_NAME))?;
+        log!("host connections must carry the sandbox secret");
+        auth::guard(listener, secret)
+    } else {
+        listener
     };
     let mut srv = server(agent.clone()).add_listener(listener);
     srv.start().await.context("starting the ttrpc server")?;
@@ -213,7 +228,7 @@ mod tests {
         );
     }
 
-    fn test_agent() -> (Arc<Agent>, mpsc::Receiver<()>) {
+    pub(crate) fn test_agent() -> (Arc<Agent>, mpsc::Receiver<()>) {
         let (tx, rx) = mpsc::channel(1);
         (
             Arc::new(Agent::new(

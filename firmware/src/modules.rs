@@ -16,6 +16,8 @@
 //!   9p (`9pnet`, `9pnet_virtio`, `9p`, and `netfs` as their dependency) is
 //!   optional: the cloud kernel has `CONFIG_NET_9P` unset, so there is no 9p
 //!   share with it (use a read-only virtio-blk image instead)
+//! - host authentication: `qemu_fw_cfg` (the per-sandbox agent secret
+//!   arrives as a fw_cfg file)
 //! - entropy: `virtio_rng`
 //! - confidential guest: `configfs`, `tsm` (configfs-tsm reports; called
 //!   `tsm_report` in later kernels), `sev_guest`, `tdx_guest`
@@ -53,6 +55,7 @@ pub const AGENT_MODULES: &[Request] = &[
     req("virtio_pci", Need::Required),
     req("virtio_mmio", Need::Optional),
     req("virtio_console", Need::Required),
+    req("qemu_fw_cfg", Need::Required),
     req("virtio_rng", Need::Optional),
     req("virtio_blk", Need::Required),
     req("overlay", Need::Required),

@@ -46,6 +46,15 @@ pub enum AgentError {
     /// Incompatible API.
     #[error(transparent)]
     Version(#[from] cloister_protocol::VersionError),
+    /// The connection broke and the guest console shows a panic (of the
+    /// kernel or of the agent): the guest is gone.
+    #[error("agent {what} failed: the guest panicked ({line})")]
+    GuestPanicked {
+        /// The request.
+        what: &'static str,
+        /// The panic line from the console.
+        line: String,
+    },
 }
 
 fn rpc_err(what: &'static str, e: ttrpc::Error) -> AgentError {
@@ -56,11 +65,16 @@ fn rpc_err(what: &'static str, e: ttrpc::Error) -> AgentError {
     AgentError::Rpc { what, message }
 }
 
-/// A connected agent.
+/// A connected agent. Every host request to the agent goes through this
+/// one client: it checks the API version on [`AgentClient::wait_ready`],
+/// and when a request fails for a reason other than the agent's own answer
+/// it reads the guest console (if it knows it) and reports a guest panic as
+/// [`AgentError::GuestPanicked`].
 #[derive(Clone)]
 pub struct AgentClient {
     health: HealthClient,
     agent: AgentServiceClient,
+    console: Option<std::sync::Arc<PathBuf>>,
 }
 
 impl std::fmt::Debug for AgentClient {
@@ -95,6 +109,17 @@ impl AgentClient {
         transport: &AgentTransport,
         deadline: Instant,
     ) -> Result<Self, AgentError> {
+        Self::connect_authenticated(transport, deadline, None).await
+    }
+
+    /// [`AgentClient::connect`], then sends the sandbox secret's preamble
+    /// (`cloister_protocol::auth`) first on the connection, as an agent
+    /// launched with `cloister.auth=fw_cfg` requires.
+    pub async fn connect_authenticated(
+        transport: &AgentTransport,
+        deadline: Instant,
+        secret: Option<&cloister_protocol::auth::Secret>,
+    ) -> Result<Self, AgentError> {
         let (addr, shown) = match transport {
             AgentTransport::Serial { socket } => {
                 (format!("unix://{}", socket.display()), socket.clone())
@@ -120,12 +145,20 @@ impl AgentClient {
                 },
                 _ => ttrpc::r#async::transport::Socket::connect(&addr).await,
             };
+            let attempt = match (attempt, secret) {
+                (Ok(mut sock), Some(secret)) => {
+                    use tokio::io::AsyncWriteExt;
+                    sock.write_all(&secret.preamble()).await.map(|()| sock)
+                }
+                (other, _) => other,
+            };
             match attempt {
                 Ok(sock) => {
                     let client = ttrpc::r#async::Client::new(sock);
                     return Ok(AgentClient {
                         health: HealthClient::new(client.clone()),
                         agent: AgentServiceClient::new(client),
+                        console: None,
                     });
                 }
                 Err(source) if Instant::now() >= deadline => {
@@ -137,6 +170,46 @@ impl AgentClient {
                 Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }
         }
+    }
+
+    /// The same client, reading `console` (the guest console log) to tell
+    /// a panicked guest from a broken connection.
+    pub fn with_console(mut self, console: PathBuf) -> Self {
+        self.console = Some(std::sync::Arc::new(console));
+        self
+    }
+
+    /// The error for a failed request: the agent's answer as it is; a
+    /// transport failure as [`AgentError::GuestPanicked`] if the console
+    /// shows a panic.
+    fn fail(&self, what: &'static str, e: ttrpc::Error) -> AgentError {
+        if !matches!(e, ttrpc::Error::RpcStatus(_)) {
+            if let Some(path) = &self.console {
+                if let Some(line) = crate::console::find_any_panic(&crate::console::read(path)) {
+                    return AgentError::GuestPanicked { what, line };
+                }
+            }
+        }
+        rpc_err(what, e)
+    }
+
+    /// GetEvidence: the guest's attestation evidence bound to `report_data`.
+    /// Returns the TEE name and the evidence bytes.
+    pub async fn get_evidence(
+        &self,
+        report_data: [u8; cloister_protocol::REPORT_DATA_LEN],
+        timeout: Duration,
+    ) -> Result<(String, Vec<u8>), AgentError> {
+        let req = pb::GetEvidenceRequest {
+            report_data: report_data.to_vec(),
+            ..Default::default()
+        };
+        let r = self
+            .agent
+            .get_evidence(ctx(Some(timeout)), &req)
+            .await
+            .map_err(|e| self.fail("GetEvidence", e))?;
+        Ok((r.tee, r.evidence))
     }
 
     /// Waits until the agent answers Check as SERVING, then checks its API
@@ -162,7 +235,7 @@ impl AgentClient {
                         after: left,
                     }
                 } else {
-                    rpc_err("Check", e)
+                    self.fail("Check", e)
                 }
             })?;
         let status = resp.status.enum_value_or_default();
@@ -181,7 +254,7 @@ impl AgentClient {
                 },
             )
             .await
-            .map_err(|e| rpc_err("Version", e))?;
+            .map_err(|e| self.fail("Version", e))?;
         cloister_protocol::check_compatible(
             ours,
             cloister_protocol::ApiVersion {
@@ -208,7 +281,7 @@ impl AgentClient {
         self.agent
             .create_sandbox(ctx(Some(REQUEST_TIMEOUT)), &req)
             .await
-            .map_err(|e| rpc_err("CreateSandbox", e))?;
+            .map_err(|e| self.fail("CreateSandbox", e))?;
         Ok(())
     }
 
@@ -217,7 +290,7 @@ impl AgentClient {
         self.agent
             .destroy_sandbox(ctx(Some(timeout)), &pb::DestroySandboxRequest::default())
             .await
-            .map_err(|e| rpc_err("DestroySandbox", e))?;
+            .map_err(|e| self.fail("DestroySandbox", e))?;
         Ok(())
     }
 
@@ -237,7 +310,7 @@ impl AgentClient {
         self.agent
             .create_container(ctx(Some(REQUEST_TIMEOUT)), &req)
             .await
-            .map_err(|e| rpc_err("CreateContainer", e))?;
+            .map_err(|e| self.fail("CreateContainer", e))?;
         Ok(())
     }
 
@@ -250,7 +323,7 @@ impl AgentClient {
         self.agent
             .start_container(ctx(Some(REQUEST_TIMEOUT)), &req)
             .await
-            .map_err(|e| rpc_err("StartContainer", e))?;
+            .map_err(|e| self.fail("StartContainer", e))?;
         Ok(())
     }
 
@@ -270,7 +343,7 @@ impl AgentClient {
         self.agent
             .exec_process(ctx(Some(REQUEST_TIMEOUT)), &req)
             .await
-            .map_err(|e| rpc_err("ExecProcess", e))?;
+            .map_err(|e| self.fail("ExecProcess", e))?;
         Ok(())
     }
 
@@ -285,7 +358,7 @@ impl AgentClient {
             .agent
             .wait_process(ctx(None), &req)
             .await
-            .map_err(|e| rpc_err("WaitProcess", e))?;
+            .map_err(|e| self.fail("WaitProcess", e))?;
         Ok(ExitStatus {
             code: r.status,
             signal: r.signal,
@@ -308,7 +381,7 @@ impl AgentClient {
         self.agent
             .signal_process(ctx(Some(REQUEST_TIMEOUT)), &req)
             .await
-            .map_err(|e| rpc_err("SignalProcess", e))?;
+            .map_err(|e| self.fail("SignalProcess", e))?;
         Ok(())
     }
 
@@ -329,7 +402,7 @@ impl AgentClient {
             .agent
             .write_stdin(ctx(Some(REQUEST_TIMEOUT)), &req)
             .await
-            .map_err(|e| rpc_err("WriteStdin", e))?;
+            .map_err(|e| self.fail("WriteStdin", e))?;
         Ok(r.len as usize)
     }
 
@@ -343,7 +416,7 @@ impl AgentClient {
         self.agent
             .close_stdin(ctx(Some(REQUEST_TIMEOUT)), &req)
             .await
-            .map_err(|e| rpc_err("CloseStdin", e))?;
+            .map_err(|e| self.fail("CloseStdin", e))?;
         Ok(())
     }
 
@@ -364,12 +437,12 @@ impl AgentClient {
             self.agent
                 .read_stderr(ctx(None), &req)
                 .await
-                .map_err(|e| rpc_err("ReadStderr", e))?
+                .map_err(|e| self.fail("ReadStderr", e))?
         } else {
             self.agent
                 .read_stdout(ctx(None), &req)
                 .await
-                .map_err(|e| rpc_err("ReadStdout", e))?
+                .map_err(|e| self.fail("ReadStdout", e))?
         };
         Ok(r.data)
     }
@@ -393,7 +466,7 @@ impl AgentClient {
                 &req,
             )
             .await
-            .map_err(|e| rpc_err("RemoveContainer", e))?;
+            .map_err(|e| self.fail("RemoveContainer", e))?;
         Ok(())
     }
 
@@ -405,7 +478,7 @@ impl AgentClient {
                 &pb::GetGuestDetailsRequest::default(),
             )
             .await
-            .map_err(|e| rpc_err("GetGuestDetails", e))
+            .map_err(|e| self.fail("GetGuestDetails", e))
     }
 }
 

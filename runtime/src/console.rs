@@ -14,6 +14,17 @@ pub fn find_panic(console: &str) -> Option<String> {
         .map(|l| clean(l).trim().to_owned())
 }
 
+/// What the agent prints when it panics (`cloister-agent: panic: ...`).
+pub const AGENT_PANIC_MARKER: &str = "cloister-agent: panic:";
+
+/// The first kernel or agent panic line on the console, if any.
+pub fn find_any_panic(console: &str) -> Option<String> {
+    console
+        .lines()
+        .find(|l| l.contains(PANIC_MARKER) || l.contains(AGENT_PANIC_MARKER))
+        .map(|l| clean(l).trim().to_owned())
+}
+
 /// Strips ANSI escape sequences and control characters (the firmware
 /// clears the screen on the serial port).
 pub fn clean(line: &str) -> String {

@@ -79,7 +79,15 @@ pub struct VmSpec {
     pub rootfs_image: Option<PathBuf>,
     /// Settings from the TEE backend.
     pub tee: QemuSettings,
+    /// A file (0600, in the 0700 state dir) holding the per-sandbox secret
+    /// the agent requires from every host connection; the VMM hands the
+    /// guest the file, never its content on a command line (QEMU: the
+    /// fw_cfg file [`AGENT_SECRET_FW_CFG`]).
+    pub agent_secret: Option<PathBuf>,
 }
+
+/// The fw_cfg name under which the guest finds the agent secret.
+pub const AGENT_SECRET_FW_CFG: &str = cloister_protocol::channel::AGENT_SECRET_FW_CFG;
 
 /// A running VM.
 pub trait VmHandle: Send {

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::accel::Accel;
 use crate::hypervisor::{AgentTransport, Hypervisor, VmHandle, VmSpec};
+use cloister_tee::{MemoryBackend, MemoryBackendKind};
 
 /// The QEMU binary name.
 pub const QEMU_BIN: &str = "qemu-system-x86_64";
@@ -48,9 +49,11 @@ pub enum QemuError {
     /// vhost-user needs shared RAM, which a TEE's private memory is not.
     #[error("the vhost-user vsock channel needs shared guest RAM, but the TEE backend sets its own memory ({0}); use --channel serial with this TEE")]
     VhostUserWithTeeMemory(String),
-    /// A TEE memory backend without an `id=`.
-    #[error("TEE memory backend {0:?} has no id=: the backend must name it")]
-    BackendWithoutId(String),
+    /// A TEE memory backend whose id QEMU cannot take.
+    #[error(
+        "TEE memory backend id {0:?} is empty or holds a comma: expected a plain name like ram0"
+    )]
+    BadBackendId(String),
     /// Running QEMU failed.
     #[error("cannot run {}", path.display())]
     Spawn {
@@ -144,14 +147,6 @@ fn esc(p: &Path) -> String {
     p.display().to_string().replace(',', ",,")
 }
 
-/// The id of an `-object` value (`type,id=NAME,...`).
-fn object_id(object: &str) -> Option<&str> {
-    object
-        .split(',')
-        .find_map(|kv| kv.strip_prefix("id="))
-        .filter(|id| !id.is_empty())
-}
-
 /// The machine type. Measured under TCG on the 6.12 cloud kernel (see
 /// docs/benchmarks.md, "Sandbox boot"): `microvm` was at best 15% faster but
 /// hung in 2 of 3 boots (timer calibration without HPET), so q35 it is.
@@ -166,19 +161,22 @@ pub fn qemu_args(spec: &VmSpec) -> Result<Vec<String>, QemuError> {
     let mut objects = spec.tee.objects.clone();
     let memory_backend = match (&spec.agent, &spec.tee.memory_backend) {
         // A vhost-user backend maps guest RAM, so RAM must be a shared fd.
-        (AgentTransport::VhostUserVsock { .. }, None) => Some(format!(
-            "memory-backend-memfd,id=ram0,size={}M,share=on",
-            spec.memory_mib
-        )),
+        (AgentTransport::VhostUserVsock { .. }, None) => Some(MemoryBackend {
+            kind: MemoryBackendKind::Memfd { share: true },
+            id: "ram0".to_owned(),
+            size_mib: spec.memory_mib,
+        }),
         (AgentTransport::VhostUserVsock { .. }, Some(tee)) => {
-            return Err(QemuError::VhostUserWithTeeMemory(tee.clone()))
+            return Err(QemuError::VhostUserWithTeeMemory(tee.qemu_object()))
         }
         (_, tee) => tee.clone(),
     };
     if let Some(backend) = &memory_backend {
-        let id = object_id(backend).ok_or_else(|| QemuError::BackendWithoutId(backend.clone()))?;
-        machine.push_str(&format!(",memory-backend={id}"));
-        objects.push(backend.clone());
+        if backend.id.is_empty() || backend.id.contains(',') {
+            return Err(QemuError::BadBackendId(backend.id.clone()));
+        }
+        machine.push_str(&format!(",memory-backend={}", backend.id));
+        objects.push(backend.qemu_object());
     }
     for prop in &spec.tee.machine_props {
         machine.push(',');
@@ -242,6 +240,17 @@ pub fn qemu_args(spec: &VmSpec) -> Result<Vec<String>, QemuError> {
             &format!("file={},if=none,id=rootfs,format=raw,readonly=on", esc(img)),
             "-device",
             "virtio-blk-pci,drive=rootfs,serial=cloister-rootfs",
+        ]);
+    }
+    if let Some(secret) = &spec.agent_secret {
+        // The file's path is on the command line, its content is not.
+        push(&[
+            "-fw_cfg",
+            &format!(
+                "name={},file={}",
+                crate::hypervisor::AGENT_SECRET_FW_CFG,
+                esc(secret)
+            ),
         ]);
     }
     for o in &objects {
@@ -379,6 +388,7 @@ mod tests {
             },
             rootfs_image: Some("/s/rootfs.img".into()),
             tee: QemuSettings::default(),
+            agent_secret: Some("/s/agent-secret".into()),
         }
     }
 
@@ -431,6 +441,10 @@ mod tests {
             after(&a, "-drive"),
             ["file=/s/rootfs.img,if=none,id=rootfs,format=raw,readonly=on"]
         );
+        assert_eq!(
+            after(&a, "-fw_cfg"),
+            ["name=opt/cloister/agent-secret,file=/s/agent-secret"]
+        );
     }
 
     #[test]
@@ -441,7 +455,11 @@ mod tests {
         s.tee = QemuSettings {
             machine_props: vec!["confidential-guest-support=tee0".into()],
             objects: vec!["sev-snp-guest,id=tee0,cbitpos=51".into()],
-            memory_backend: Some("memory-backend-memfd,id=ram0,size=512M".into()),
+            memory_backend: Some(MemoryBackend {
+                kind: MemoryBackendKind::Memfd { share: false },
+                id: "ram0".into(),
+                size_mib: 512,
+            }),
             extra_args: vec!["-bios".into(), "/ovmf.fd".into()],
             cmdline_extra: vec![],
             ..QemuSettings::default()
@@ -455,16 +473,20 @@ mod tests {
             after(&a, "-object"),
             [
                 "sev-snp-guest,id=tee0,cbitpos=51",
-                "memory-backend-memfd,id=ram0,size=512M"
+                "memory-backend-memfd,id=ram0,size=512M,share=off"
             ]
         );
         assert_eq!(after(&a, "-cpu"), ["host"]);
         assert_eq!(after(&a, "-bios"), ["/ovmf.fd"]);
         assert!(after(&a, "-device").contains(&"vhost-vsock-pci,guest-cid=7"));
 
-        s.tee.memory_backend = Some("memory-backend-memfd,size=1G".into());
+        s.tee.memory_backend = Some(MemoryBackend {
+            kind: MemoryBackendKind::Ram,
+            id: "a,b".into(),
+            size_mib: 512,
+        });
         let err = qemu_args(&s).unwrap_err();
-        assert!(err.to_string().contains("no id="), "{err}");
+        assert!(err.to_string().contains("\"a,b\""), "{err}");
     }
 
     #[test]
@@ -488,7 +510,11 @@ mod tests {
             .iter()
             .any(|d| d.contains("virtserial")));
 
-        s.tee.memory_backend = Some("memory-backend-memfd,id=ram0,size=512M".into());
+        s.tee.memory_backend = Some(MemoryBackend {
+            kind: MemoryBackendKind::Memfd { share: false },
+            id: "ram0".into(),
+            size_mib: 512,
+        });
         let err = qemu_args(&s).unwrap_err();
         assert!(err.to_string().contains("--channel serial"), "{err}");
     }

@@ -20,6 +20,7 @@ use crate::qemu::{Qemu, QemuDriver, QemuError, QemuVm};
 use crate::rootfs::{self, RootfsError};
 use crate::state::{self, files, Metadata, StateDir, StateError};
 use crate::vhost_user::VsockBackend;
+use cloister_protocol::auth::Secret;
 
 /// How many console lines an error shows.
 pub const CONSOLE_TAIL: usize = 12;
@@ -72,6 +73,9 @@ pub enum SandboxError {
     /// QEMU trouble.
     #[error(transparent)]
     Qemu(#[from] QemuError),
+    /// Another VMM (e.g. the fake one in tests) could not start.
+    #[error("the VMM could not start")]
+    VmmStart(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The guest kernel panicked.
     #[error("the guest kernel panicked ({line}); the VM was stopped. Last console lines:\n{}", tail.join("\n"))]
     KernelPanic {
@@ -207,15 +211,37 @@ pub fn base_cmdline(transport: &AgentTransport, extra: &[String]) -> String {
         "panic=-1".to_owned(),
         "quiet".to_owned(),
         transport.guest_channel().cmdline_arg(),
+        cloister_protocol::auth::CMDLINE_FLAG.to_owned(),
     ];
     words.extend(extra.iter().cloned());
     words.join(" ")
 }
 
-/// A started sandbox. Field order matters: the VM dies before the TEE
-/// guard is dropped, and the state dir goes last.
-pub struct Sandbox {
-    vm: QemuVm,
+/// A fresh per-sandbox agent secret.
+fn new_secret() -> std::io::Result<Secret> {
+    let mut b = [0u8; cloister_protocol::auth::SECRET_LEN];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut b)?;
+    Secret::from_bytes(&b).map_err(|e| std::io::Error::other(e.to_string()))
+}
+
+/// Writes `bytes` to a new file that only the owner can read (0600).
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?
+        .write_all(bytes)
+}
+
+/// A started sandbox on VM handle `V` (QEMU by default; the fake VMM of
+/// [`crate::fake`] in tests). Field order matters: the VM dies before the
+/// TEE guard is dropped, and the state dir goes last.
+pub struct Sandbox<V: VmHandle = QemuVm> {
+    vm: V,
+    secret: Secret,
     _vsock_backend: Option<VsockBackend>,
     client: Option<AgentClient>,
     _guard: Option<Box<dyn Send>>,
@@ -224,23 +250,39 @@ pub struct Sandbox {
     dir: StateDir,
 }
 
-impl std::fmt::Debug for Sandbox {
+impl<V: VmHandle> std::fmt::Debug for Sandbox<V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sandbox")
             .field("id", &self.dir.id())
-            .field("vm", &self.vm)
+            .field("vmm_pid", &self.vm.pid())
             .finish()
     }
 }
 
-impl Sandbox {
+impl Sandbox<QemuVm> {
     /// Creates the state dir, builds the rootfs image, prepares the TEE and
-    /// starts the VM. See the module docs for the threading rule.
+    /// starts the VM in QEMU. See the module docs for the threading rule.
     pub fn start(
         config: SandboxConfig,
         qemu: &Qemu,
         backend: &dyn HostBackend,
     ) -> Result<Sandbox, SandboxError> {
+        Self::start_with(config, &QemuDriver::new(qemu.clone()), backend)
+    }
+}
+
+impl<V: VmHandle> Sandbox<V> {
+    /// Creates the state dir, builds the rootfs image, prepares the TEE and
+    /// starts the VM through the hypervisor seam `hv`.
+    pub fn start_with<H>(
+        config: SandboxConfig,
+        hv: &H,
+        backend: &dyn HostBackend,
+    ) -> Result<Sandbox<V>, SandboxError>
+    where
+        H: Hypervisor<Vm = V>,
+        H::Error: Into<SandboxError>,
+    {
         if let Some(dir) = &config.rootfs {
             rootfs::check_dir(dir)?;
         }
@@ -267,6 +309,17 @@ impl Sandbox {
             }
             None => None,
         };
+        let secret = new_secret().map_err(|source| StateError::Io {
+            what: "cannot read /dev/urandom for the agent secret of",
+            path: dir.path().to_path_buf(),
+            source,
+        })?;
+        let secret_file = dir.file(files::AGENT_SECRET);
+        write_private(&secret_file, secret.as_bytes()).map_err(|source| StateError::Io {
+            what: "cannot write",
+            path: secret_file.clone(),
+            source,
+        })?;
         let transport = choose_transport(config.channel, dir.path())?;
         let vsock_backend = match &transport {
             AgentTransport::VhostUserVsock {
@@ -313,13 +366,15 @@ impl Sandbox {
             agent: transport,
             rootfs_image,
             tee: prepared.qemu,
+            agent_secret: Some(secret_file),
         };
-        let vm = QemuDriver::new(qemu.clone()).start(&spec)?;
+        let vm = hv.start(&spec).map_err(Into::into)?;
         meta.vmm_pid = Some(vm.pid());
         dir.write_metadata(&meta)?;
         let _ = std::fs::write(dir.file(files::VMM_PID), format!("{}\n", vm.pid()));
         Ok(Sandbox {
             vm,
+            secret,
             _vsock_backend: vsock_backend,
             client: None,
             _guard: prepared.guard,
@@ -365,8 +420,12 @@ impl Sandbox {
     pub async fn wait_ready(&mut self) -> Result<AgentClient, SandboxError> {
         let deadline = Instant::now() + self.config.agent_timeout;
         let transport = self.vm.agent().clone();
+        let console = self.vm.console_log().to_path_buf();
+        let secret = self.secret.clone();
         let ready = async {
-            let client = AgentClient::connect(&transport, deadline).await?;
+            let client = AgentClient::connect_authenticated(&transport, deadline, Some(&secret))
+                .await?
+                .with_console(console);
             client.wait_ready(deadline).await?;
             Ok::<_, AgentError>(client)
         };
@@ -388,6 +447,17 @@ impl Sandbox {
                 Err(e)
             }
         }
+    }
+
+    /// [`Sandbox::wait_ready`], then CreateSandbox with the sandbox's id and
+    /// initdata: after this the sandbox takes containers.
+    pub async fn boot(&mut self) -> Result<AgentClient, SandboxError> {
+        let client = self.wait_ready().await?;
+        if let Err(e) = client.create_sandbox(self.id(), self.initdata()).await {
+            let _ = self.vm.stop(Duration::from_millis(500));
+            return Err(e.into());
+        }
+        Ok(client)
     }
 
     fn timeout_error(&mut self) -> SandboxError {
@@ -439,6 +509,17 @@ impl Sandbox {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The connected agent client, once [`Sandbox::wait_ready`] succeeded.
+    pub fn client(&self) -> Option<&AgentClient> {
+        self.client.as_ref()
+    }
+
+    /// Kills the VM at once (no DestroySandbox); the state dir stays until
+    /// the sandbox is dropped or shut down.
+    pub fn kill_vm(&mut self) {
+        let _ = self.vm.stop(Duration::ZERO);
     }
 
     /// Whether QEMU is still running.

@@ -103,23 +103,36 @@ pub mod files {
     pub const VMM_LOG: &str = "qemu.log";
     /// The container rootfs image.
     pub const ROOTFS_IMG: &str = "rootfs.img";
+    /// The per-sandbox agent secret (0600; the guest gets it via fw_cfg).
+    pub const AGENT_SECRET: &str = "agent-secret";
 }
 
 impl StateDir {
     /// Creates a new state dir with a fresh id under `runtime_dir`.
+    /// The runtime dir is created 0700 if missing; the state dir is always
+    /// created 0700 (other local users cannot reach its sockets or secret).
     pub fn create(runtime_dir: &Path) -> Result<StateDir, StateError> {
-        std::fs::create_dir_all(runtime_dir).map_err(|source| StateError::Io {
-            what: "cannot create runtime dir",
-            path: runtime_dir.to_path_buf(),
-            source,
-        })?;
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(runtime_dir)
+            .map_err(|source| StateError::Io {
+                what: "cannot create runtime dir",
+                path: runtime_dir.to_path_buf(),
+                source,
+            })?;
         let id = new_id();
         let path = runtime_dir.join(&id);
-        std::fs::create_dir(&path).map_err(|source| StateError::Io {
-            what: "cannot create sandbox dir",
-            path: path.clone(),
-            source,
-        })?;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .and_then(|()| restrict(&path, 0o700))
+            .map_err(|source| StateError::Io {
+                what: "cannot create sandbox dir",
+                path: path.clone(),
+                source,
+            })?;
         Ok(StateDir { path, id })
     }
 
@@ -157,6 +170,12 @@ impl Drop for StateDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.path);
     }
+}
+
+/// Sets `path`'s permission bits to `mode` (whatever the umask made them).
+pub fn restrict(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }
 
 /// A fresh 12-hex-digit sandbox id.

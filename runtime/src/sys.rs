@@ -1,6 +1,6 @@
 //! The few system calls the runtime needs that std does not wrap:
-//! `PR_SET_PDEATHSIG` for the hypervisor child, and the `KVM_GET_API_VERSION`
-//! ioctl for the accelerator probe.
+//! `PR_SET_PDEATHSIG` for the hypervisor child, the `KVM_GET_API_VERSION`
+//! ioctl for the accelerator probe, and owning received descriptors.
 #![allow(unsafe_code)]
 
 use std::fs::File;
@@ -13,15 +13,17 @@ use std::process::Command;
 const KVM_GET_API_VERSION: libc::c_ulong = 0xAE00;
 
 /// Arranges for `cmd`'s child to get SIGKILL when the thread that spawns it
-/// exits (the kernel ties the parent-death signal to the forking thread), and
-/// to exit at once if the runtime already died between fork and prctl.
+/// exits (the kernel ties the parent-death signal to the forking thread), to
+/// exit at once if the runtime already died between fork and prctl, and to
+/// create its files and sockets owner-only (umask 077).
 pub fn kill_child_with_parent(cmd: &mut Command) {
     // SAFETY: getpid is async-signal-safe and has no preconditions.
     let parent = unsafe { libc::getpid() };
     // SAFETY: the closure runs in the forked child before exec and only calls
-    // async-signal-safe functions (prctl, getppid); it allocates nothing.
+    // async-signal-safe functions (umask, prctl, getppid); it allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
+            libc::umask(0o077);
             if libc::prctl(
                 libc::PR_SET_PDEATHSIG,
                 libc::SIGKILL as libc::c_ulong,
@@ -73,6 +75,15 @@ pub fn send_signal(pid: u32, sig: i32) -> io::Result<()> {
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// Takes ownership of a descriptor the kernel just installed in this
+/// process for us (received as SCM_RIGHTS), so it is closed when dropped.
+pub fn own_fd(fd: std::os::fd::RawFd) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    // SAFETY: the caller passes a descriptor that recvmsg just created in
+    // this process and that nothing else owns or closes.
+    unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
 }
 
 /// The effective user id.

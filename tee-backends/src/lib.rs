@@ -106,9 +106,9 @@ pub struct QemuSettings {
     pub machine_props: Vec<String>,
     /// `-object` values (e.g. `sev-snp-guest,id=tee0,...`).
     pub objects: Vec<String>,
-    /// If set, guest RAM must come from this memory backend object, given as
-    /// an `-object` value whose id the runtime passes as `memory-backend=`.
-    pub memory_backend: Option<String>,
+    /// If set, guest RAM must come from this memory backend (the runtime
+    /// adds it as an `-object` and names its id in `memory-backend=`).
+    pub memory_backend: Option<MemoryBackend>,
     /// Further raw arguments (devices, chardevs, `-bios`).
     pub extra_args: Vec<String>,
     /// Words appended to the kernel command line.
@@ -120,6 +120,49 @@ pub struct QemuSettings {
     pub kernel: Option<PathBuf>,
     /// Likewise for the initramfs.
     pub initramfs: Option<PathBuf>,
+}
+
+/// The kind of a guest RAM backend object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryBackendKind {
+    /// `memory-backend-ram`: anonymous private memory.
+    Ram,
+    /// `memory-backend-memfd`, shared with other processes (vhost-user)
+    /// or not.
+    Memfd {
+        /// `share=on`.
+        share: bool,
+    },
+}
+
+/// A guest RAM backend, typed so that the runtime never parses an option
+/// string back: it renders the `-object` value and names `id` in the
+/// machine's `memory-backend=`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryBackend {
+    /// Which backend object.
+    pub kind: MemoryBackendKind,
+    /// The object id (`ram0`).
+    pub id: String,
+    /// Size in MiB (the guest's RAM).
+    pub size_mib: u32,
+}
+
+impl MemoryBackend {
+    /// The `-object` value QEMU takes.
+    pub fn qemu_object(&self) -> String {
+        match self.kind {
+            MemoryBackendKind::Ram => {
+                format!("memory-backend-ram,id={},size={}M", self.id, self.size_mib)
+            }
+            MemoryBackendKind::Memfd { share } => format!(
+                "memory-backend-memfd,id={},size={}M,share={}",
+                self.id,
+                self.size_mib,
+                if share { "on" } else { "off" }
+            ),
+        }
+    }
 }
 
 /// A launch prepared by a backend: QEMU settings plus whatever host-side

@@ -134,3 +134,8 @@ mod tests {
         );
     }
 }
+
+/// The fw_cfg file name under which the host hands the guest the
+/// per-sandbox agent secret (`/sys/firmware/qemu_fw_cfg/by_name/<name>/raw`
+/// in the guest).
+pub const AGENT_SECRET_FW_CFG: &str = "opt/cloister/agent-secret";

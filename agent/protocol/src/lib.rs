@@ -7,6 +7,7 @@
 //! It is not the agent and not the host client: it holds no I/O of its own
 //! beyond what ttrpc generates.
 
+pub mod auth;
 pub mod channel;
 pub mod version;
 

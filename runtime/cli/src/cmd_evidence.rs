@@ -4,15 +4,9 @@
 //! guest's evidence looks like; with `--tee sim` it is a real CCA token.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
-use cloister_protocol::agent::GetEvidenceRequest;
-use cloister_protocol::agent_ttrpc::AgentServiceClient;
-use cloister_protocol::health::CheckRequest;
-use cloister_protocol::health_ttrpc::HealthClient;
-use cloister_protocol::ttrpc;
-use cloister_runtime::state::files;
 use cloister_runtime::{accel, qemu::Qemu, state, Sandbox, SandboxConfig};
 use cloister_tee::host::{backend, HostOptions};
 use cloister_tee::TeeKind;
@@ -87,8 +81,7 @@ pub fn run(args: EvidenceArgs) -> anyhow::Result<()> {
         extra_cmdline: Vec::new(),
         runtime_dir: state::runtime_dir()?,
         command: vec!["(evidence)".into()],
-        // The evidence client speaks to the agent over the virtio-serial socket.
-        channel: cloister_runtime::ChannelChoice::Serial,
+        channel: cloister_runtime::ChannelChoice::Auto,
         initdata: crate::cmd_run::read_initdata(args.initdata.as_deref())?,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -96,10 +89,16 @@ pub fn run(args: EvidenceArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     let result = rt.block_on(async move {
-        let sandbox = Sandbox::start(config, &qemu, backend.as_ref())?;
-        let socket = sandbox.state_dir().join(files::AGENT_SOCK);
-        let deadline = Instant::now() + Duration::from_secs(args.agent_timeout);
-        let got = get_evidence(&socket, report_data, deadline).await;
+        let mut sandbox = Sandbox::start(config, &qemu, backend.as_ref())?;
+        let got = async {
+            let client = sandbox.wait_ready().await?;
+            Ok::<_, anyhow::Error>(
+                client
+                    .get_evidence(report_data, Duration::from_secs(60))
+                    .await?,
+            )
+        }
+        .await;
         let tail = sandbox.console_tail(12);
         sandbox.shutdown().await;
         got.map_err(|e| anyhow::anyhow!("{e:#}\nlast console lines:\n{}", tail.join("\n")))
@@ -114,49 +113,6 @@ pub fn run(args: EvidenceArgs) -> anyhow::Result<()> {
         args.output.display()
     );
     Ok(())
-}
-
-async fn get_evidence(
-    socket: &std::path::Path,
-    report_data: [u8; 64],
-    deadline: Instant,
-) -> anyhow::Result<(String, Vec<u8>)> {
-    let addr = format!("unix://{}", socket.display());
-    let sock = loop {
-        match ttrpc::r#async::transport::Socket::connect(&addr).await {
-            Ok(s) => break s,
-            Err(e) if Instant::now() >= deadline => {
-                return Err(anyhow::anyhow!(
-                    "connecting to the agent at {}: {e}",
-                    socket.display()
-                ))
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    };
-    let client = ttrpc::r#async::Client::new(sock);
-    let health = HealthClient::new(client.clone());
-    let agent = AgentServiceClient::new(client);
-    let left = deadline.saturating_duration_since(Instant::now());
-    tokio::time::timeout(
-        left,
-        health.check(
-            ttrpc::context::with_duration(left),
-            &CheckRequest::default(),
-        ),
-    )
-    .await
-    .map_err(|_| anyhow::anyhow!("the agent did not answer Check within the deadline"))?
-    .map_err(|e| anyhow::anyhow!("Check: {e}"))?;
-    let req = GetEvidenceRequest {
-        report_data: report_data.to_vec(),
-        ..Default::default()
-    };
-    let resp = agent
-        .get_evidence(ttrpc::context::with_duration(Duration::from_secs(60)), &req)
-        .await
-        .map_err(|e| anyhow::anyhow!("GetEvidence: {e}"))?;
-    Ok((resp.tee, resp.evidence))
 }
 
 #[cfg(test)]

@@ -1,17 +1,20 @@
 //! `cloister run`: boots a sandbox, runs one command in a container inside
 //! it with stdio forwarded, exits with the command's exit code, and tears
 //! everything down. SIGINT/SIGTERM are forwarded to the command, then the
-//! sandbox is stopped.
+//! sandbox is stopped. Argument parsing and printing only: the lifecycle is
+//! `cloister_runtime`'s ([`Sandbox`], [`Container`], [`Pumps`]).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use cloister_runtime::agent::{self, AgentClient};
-use cloister_runtime::{accel, qemu::Qemu, state, tee, Sandbox, SandboxConfig};
+use cloister_runtime::container::KILL_GRACE;
+use cloister_runtime::{
+    accel, agent, qemu::Qemu, state, tee, Container, Pumps, Sandbox, SandboxConfig,
+};
 use cloister_tee::TeeKind;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
 
 /// Arguments of `cloister run`.
 #[derive(Debug, clap::Args)]
@@ -50,6 +53,12 @@ pub struct RunArgs {
         env = "CLOISTER_CHANNEL"
     )]
     channel: cloister_runtime::ChannelChoice,
+    /// Start the container and return: print the sandbox id and leave a
+    /// background process owning the sandbox; drive it with `cloister
+    /// exec`, `kill` and `rm`. The container's output goes to `c0.out` and
+    /// `c0.err` in the sandbox's state dir.
+    #[arg(long, short = 'd')]
+    detach: bool,
     /// Extra guest kernel command line word (repeatable; for debugging and tests).
     #[arg(long = "kernel-arg", value_name = "WORD", hide = true)]
     kernel_args: Vec<String>,
@@ -71,29 +80,44 @@ pub fn read_initdata(path: Option<&std::path::Path>) -> anyhow::Result<Option<Ve
     Ok(Some(doc))
 }
 
-/// Runs the command; exits the process with its exit code.
-pub fn run(args: RunArgs) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let qemu = Qemu::find()?;
+/// The sandbox configuration for `args`.
+fn config(args: &RunArgs) -> anyhow::Result<SandboxConfig> {
     let assets = cloister_firmware::Assets::locate(None)?;
-    let initdata = read_initdata(args.initdata.as_deref())?;
-    let backend = tee::host_backend(args.tee)?;
-    let accel = accel::probe();
-    let config = SandboxConfig {
+    Ok(SandboxConfig {
         tee: args.tee,
         kernel: assets.kernel.clone(),
         initramfs: assets.initramfs.clone(),
         rootfs: Some(args.rootfs.clone()),
         vcpus: args.cpus,
         memory_mib: args.memory,
-        accel: accel.accel,
+        accel: accel::probe().accel,
         agent_timeout: Duration::from_secs(args.agent_timeout),
         extra_cmdline: args.kernel_args.clone(),
         runtime_dir: state::runtime_dir()?,
         command: args.command.clone(),
         channel: args.channel,
-        initdata,
-    };
+        initdata: read_initdata(args.initdata.as_deref())?,
+    })
+}
+
+/// Set in the environment of the background owner of a detached sandbox.
+const DETACHED_ENV: &str = "CLOISTER_DETACHED_OWNER";
+/// The line the owner prints once the container runs.
+const DETACHED_READY: &str = "cloister-detached: ";
+
+/// Runs the command; exits the process with its exit code.
+pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    if args.detach {
+        return if std::env::var_os(DETACHED_ENV).is_some() {
+            own_detached(args)
+        } else {
+            spawn_detached()
+        };
+    }
+    let started = Instant::now();
+    let qemu = Qemu::find()?;
+    let backend = tee::host_backend(args.tee)?;
+    let config = config(&args)?;
     // A current-thread runtime keeps everything (including the QEMU spawn,
     // whose parent-death signal is tied to the spawning thread) on the main
     // thread.
@@ -102,18 +126,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     let code = rt.block_on(async move {
-        let mut sigs = Signals::new()?;
+        let mut sigs = forward_signals()?;
         let mut sandbox = Sandbox::start(config, &qemu, backend.as_ref())?;
         let client = tokio::select! {
-            r = sandbox.wait_ready() => r?,
-            s = sigs.next() => {
+            r = sandbox.boot() => r?,
+            s = sigs.recv() => {
                 sandbox.shutdown().await;
-                return Ok(128 + s);
+                return Ok(128 + s.unwrap_or(15));
             }
         };
         let timing = Timing::new(started);
         timing.mark("ready");
-        let code = run_container(&client, &sandbox, &args.command, &mut sigs, &timing).await;
+        let code = run_container(&client, &args.command, &mut sigs, &timing).await;
         timing.report(sandbox.vmm_pid());
         sandbox.shutdown().await;
         code
@@ -125,58 +149,34 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 async fn run_container(
-    client: &AgentClient,
-    sandbox: &Sandbox,
+    client: &agent::AgentClient,
     command: &[String],
-    sigs: &mut Signals,
+    sigs: &mut mpsc::Receiver<i32>,
     timing: &Timing,
 ) -> anyhow::Result<i32> {
-    client
-        .create_sandbox(sandbox.id(), sandbox.initdata())
-        .await?;
-    client
-        .create_container(
-            CONTAINER,
-            agent::oci_spec(command, "cloister"),
-            agent::block_rootfs(),
-        )
-        .await?;
-    client.start_container(CONTAINER).await?;
-
-    let out = tokio::spawn(pump_output(client.clone(), false, timing.clone()));
-    let err = tokio::spawn(pump_output(client.clone(), true, timing.clone()));
-    let input = tokio::spawn(pump_input(client.clone()));
-
-    // A signal is forwarded to the command; if it has not exited 5 s later
-    // (e.g. a container init without a handler ignores SIGTERM), or on a
-    // second signal, it is killed.
-    let mut kill_at: Option<tokio::time::Instant> = None;
-    let status = loop {
-        let escalate = async {
-            match kill_at {
-                Some(t) => tokio::time::sleep_until(t).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            r = client.wait(CONTAINER, "") => break r?,
-            s = sigs.next() => {
-                let sig = if kill_at.is_some() { SIGKILL } else { s };
-                kill_at = Some(tokio::time::Instant::now() + Duration::from_secs(5));
-                let _ = client.signal(CONTAINER, "", sig as u32).await;
-            }
-            _ = escalate => {
-                kill_at = None;
-                let _ = client.signal(CONTAINER, "", SIGKILL as u32).await;
-            }
-        }
-    };
-    input.abort();
+    let container = Container::create(
+        client,
+        CONTAINER,
+        agent::oci_spec(command, "cloister"),
+        agent::block_rootfs(),
+    )
+    .await?;
+    let process = container.start().await?;
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel();
+    let pumps = Pumps::start(
+        &process,
+        tokio::io::stdout(),
+        tokio::io::stderr(),
+        Some(tokio::io::stdin()),
+        Some(first_tx),
+    );
+    let status = process.wait_forwarding(sigs, KILL_GRACE).await?;
     // Drain what the command wrote before it exited.
-    for pump in [out, err] {
-        let _ = tokio::time::timeout(Duration::from_secs(5), pump).await;
+    pumps.drain(Duration::from_secs(5)).await;
+    if let Ok(at) = first_rx.await {
+        timing.mark_at("output", at);
     }
-    let _ = client.remove_container(CONTAINER, 0).await;
+    let _ = container.remove(Duration::ZERO).await;
     if status.code == cloister_protocol::EXIT_NOT_FOUND {
         eprintln!(
             "cloister: {}: command not found in the rootfs (exit 127)",
@@ -186,79 +186,140 @@ async fn run_container(
     Ok(status.code)
 }
 
-const SIGKILL: i32 = 9;
+/// `cloister run --detach`: starts this same command line again as a
+/// background owner in its own session, relays its messages until it says
+/// the container runs, prints the sandbox id and returns.
+fn spawn_detached() -> anyhow::Result<()> {
+    use std::io::BufRead;
+    let exe = std::env::current_exe().context("finding the cloister binary")?;
+    let (reader, writer) = std::io::pipe().context("creating a pipe")?;
+    let mut child = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env(DETACHED_ENV, "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(writer.try_clone().context("duplicating a pipe")?)
+        .stderr(writer)
+        .spawn()
+        .context("starting the sandbox owner")?;
+    for line in std::io::BufReader::new(reader).lines() {
+        let line = line.context("reading from the sandbox owner")?;
+        if let Some(id) = line.strip_prefix(DETACHED_READY) {
+            println!("{id}");
+            return Ok(());
+        }
+        eprintln!("{line}");
+    }
+    let status = child.wait().context("waiting for the sandbox owner")?;
+    anyhow::bail!("the sandbox did not start ({status})")
+}
 
-async fn pump_output(client: AgentClient, stderr: bool, timing: Timing) {
-    let mut first = true;
-    loop {
-        match client.read_output(CONTAINER, "", stderr).await {
-            Ok(data) if data.is_empty() => break,
-            Ok(data) => {
-                if first && !stderr {
-                    timing.mark("output");
-                    first = false;
-                }
-                let r = if stderr {
-                    let mut e = tokio::io::stderr();
-                    e.write_all(&data).await.and(e.flush().await)
-                } else {
-                    let mut o = tokio::io::stdout();
-                    o.write_all(&data).await.and(o.flush().await)
-                };
-                if r.is_err() {
+/// The background owner of a detached sandbox: boots it, starts the
+/// container with its output in the state dir, reports the id, then serves
+/// the control socket until `cloister rm` (or SIGTERM, or the VM's end).
+fn own_detached(args: RunArgs) -> anyhow::Result<()> {
+    let _ = nix::unistd::setsid();
+    let qemu = Qemu::find()?;
+    let backend = tee::host_backend(args.tee)?;
+    let config = config(&args)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let r = rt.block_on(async move {
+        let mut sigs = forward_signals()?;
+        let mut sandbox = Sandbox::start(config, &qemu, backend.as_ref())?;
+        let client = match sandbox.boot().await {
+            Ok(c) => c,
+            Err(e) => {
+                sandbox.shutdown().await;
+                return Err(anyhow::Error::from(e));
+            }
+        };
+        let dir = sandbox.state_dir().to_path_buf();
+        let started = async {
+            let container = Container::create(
+                &client,
+                CONTAINER,
+                agent::oci_spec(&args.command, "cloister"),
+                agent::block_rootfs(),
+            )
+            .await?;
+            let process = container.start().await?;
+            let out = private_file(&dir.join("c0.out")).await?;
+            let err = private_file(&dir.join("c0.err")).await?;
+            let pumps = Pumps::start(&process, out, err, None::<tokio::io::Empty>, None);
+            Ok::<_, anyhow::Error>((container, pumps))
+        }
+        .await;
+        let (container, _pumps) = match started {
+            Ok(c) => c,
+            Err(e) => {
+                sandbox.shutdown().await;
+                return Err(e);
+            }
+        };
+        println!("{DETACHED_READY}{}", sandbox.id());
+        detach_stdio();
+        let ctl = dir.join(cloister_runtime::control::CONTROL_SOCK);
+        let mut watch = tokio::time::interval(Duration::from_millis(500));
+        let serving = cloister_runtime::control::serve(&ctl, &client, &container);
+        tokio::pin!(serving);
+        loop {
+            tokio::select! {
+                _ = &mut serving => break,
+                _ = sigs.recv() => {
+                    let _ = container.remove(Duration::from_secs(2)).await;
                     break;
                 }
+                _ = watch.tick() => if !sandbox.vm_running() { break },
             }
-            Err(_) => break,
         }
+        sandbox.shutdown().await;
+        Ok(())
+    });
+    rt.shutdown_background();
+    r
+}
+
+/// Creates `path` 0600 for a container's output.
+async fn private_file(path: &std::path::Path) -> anyhow::Result<tokio::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    Ok(tokio::fs::File::from_std(f))
+}
+
+/// Points stdout and stderr at /dev/null once the parent has its answer.
+fn detach_stdio() {
+    use std::os::fd::AsRawFd;
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2(null.as_raw_fd(), 1);
+        let _ = nix::unistd::dup2(null.as_raw_fd(), 2);
     }
 }
 
-async fn pump_input(client: AgentClient) {
-    let mut stdin = tokio::io::stdin();
-    // One WriteStdin per chunk of up to 64 KiB (well under ttrpc's 4 MiB
-    // frame limit); the agent's port session reads frames spanning many
-    // virtio buffers.
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        match stdin.read(&mut buf).await {
-            Ok(0) | Err(_) => {
-                let _ = client.close_stdin(CONTAINER, "").await;
+/// SIGINT and SIGTERM as a channel of signal numbers.
+pub fn forward_signals() -> anyhow::Result<mpsc::Receiver<i32>> {
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let (tx, rx) = mpsc::channel(4);
+    tokio::spawn(async move {
+        loop {
+            let s = tokio::select! {
+                _ = int.recv() => 2,
+                _ = term.recv() => 15,
+            };
+            if tx.send(s).await.is_err() {
                 return;
             }
-            Ok(n) => {
-                let mut off = 0;
-                while off < n {
-                    match client.write_stdin(CONTAINER, "", &buf[off..n]).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(w) => off += w,
-                    }
-                }
-            }
         }
-    }
-}
-
-/// SIGINT and SIGTERM as one stream of signal numbers.
-struct Signals {
-    int: tokio::signal::unix::Signal,
-    term: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn new() -> anyhow::Result<Signals> {
-        Ok(Signals {
-            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
-            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
-        })
-    }
-
-    async fn next(&mut self) -> i32 {
-        tokio::select! {
-            _ = self.int.recv() => 2,
-            _ = self.term.recv() => 15,
-        }
-    }
+    });
+    Ok(rx)
 }
 
 /// Timestamps for `cloister bench` (printed to stderr when
@@ -278,10 +339,14 @@ impl Timing {
     }
 
     fn mark(&self, what: &str) {
+        self.mark_at(what, Instant::now());
+    }
+
+    fn mark_at(&self, what: &str, at: Instant) {
         if self.on {
             eprintln!(
                 "cloister-timing: {what} {:.3}",
-                self.start.elapsed().as_secs_f64()
+                at.saturating_duration_since(self.start).as_secs_f64()
             );
         }
     }

@@ -7,6 +7,7 @@ mod cmd_assets;
 mod cmd_attest;
 mod cmd_bench;
 mod cmd_check;
+mod cmd_ctl;
 mod cmd_evidence;
 mod cmd_kbs;
 mod cmd_measure;
@@ -42,6 +43,12 @@ enum Command {
     Run(cmd_run::RunArgs),
     /// List running sandboxes.
     Ps(cmd_ps::PsArgs),
+    /// Run a command in the container of a sandbox started with `run --detach`.
+    Exec(cmd_ctl::ExecArgs),
+    /// Signal the container of a sandbox started with `run --detach`.
+    Kill(cmd_ctl::KillArgs),
+    /// Remove sandboxes started with `run --detach` (stops their VMs).
+    Rm(cmd_ctl::RmArgs),
     /// Predict the reference values a verifier expects for a launch.
     Measure(cmd_measure::MeasureArgs),
     /// Boot a guest, fetch its attestation evidence for a report_data, shut it down.
@@ -62,6 +69,9 @@ fn main() -> anyhow::Result<()> {
         Command::Check(a) => cmd_check::run(a),
         Command::Run(a) => cmd_run::run(a),
         Command::Ps(a) => cmd_ps::run(a),
+        Command::Exec(a) => cmd_ctl::exec(a),
+        Command::Kill(a) => cmd_ctl::kill(a),
+        Command::Rm(a) => cmd_ctl::rm(a),
         Command::Measure(a) => cmd_measure::run(a),
         Command::Evidence(a) => cmd_evidence::run(a),
         Command::Sim(a) => cmd_sim::run(a),

@@ -51,10 +51,11 @@ impl SnpBackend {
                 self.reduced_phys_bits,
                 b64(&host_data)
             )],
-            memory_backend: Some(format!(
-                "memory-backend-memfd,id=ram0,size={}M,share=true,prealloc=false",
-                launch.memory_mib
-            )),
+            memory_backend: Some(crate::MemoryBackend {
+                kind: crate::MemoryBackendKind::Memfd { share: true },
+                id: "ram0".into(),
+                size_mib: launch.memory_mib,
+            }),
             extra_args: vec!["-bios".into(), firmware.display().to_string()],
             cmdline_extra: Vec::new(),
             ..QemuSettings::default()
@@ -136,8 +137,8 @@ mod tests {
             format!("sev-snp-guest,id=tee0,policy=0x30000,cbitpos=51,reduced-phys-bits=1,kernel-hashes=on,host-data={hd}")
         );
         assert_eq!(
-            s.memory_backend.as_deref(),
-            Some("memory-backend-memfd,id=ram0,size=256M,share=true,prealloc=false")
+            s.memory_backend.map(|m| m.qemu_object()).as_deref(),
+            Some("memory-backend-memfd,id=ram0,size=256M,share=on")
         );
         assert_eq!(s.machine_props, ["confidential-guest-support=tee0"]);
         assert_eq!(s.extra_args[0], "-bios");

@@ -72,10 +72,11 @@ impl TdxBackend {
                 "kernel-irqchip=split".into(),
             ],
             objects: vec![obj],
-            memory_backend: Some(format!(
-                "memory-backend-ram,id=ram0,size={}M",
-                launch.memory_mib
-            )),
+            memory_backend: Some(crate::MemoryBackend {
+                kind: crate::MemoryBackendKind::Ram,
+                id: "ram0".into(),
+                size_mib: launch.memory_mib,
+            }),
             extra_args: vec!["-bios".into(), firmware.display().to_string()],
             cmdline_extra: Vec::new(),
             ..QemuSettings::default()
@@ -473,7 +474,7 @@ mod tests {
             .machine_props
             .contains(&"kernel-irqchip=split".to_string()));
         assert_eq!(
-            s.memory_backend.as_deref(),
+            s.memory_backend.map(|m| m.qemu_object()).as_deref(),
             Some("memory-backend-ram,id=ram0,size=256M")
         );
     }
