@@ -1,9 +1,16 @@
-//! Rego policy engine for Cloister: a small wrapper over `regorus` that loads
-//! a policy once and evaluates one rule against JSON input, plus the Rego
-//! policies Cloister ships (the attestation appraisal policy).
+//! Rego policy engine for Cloister, on `regorus`: a wrapper that loads a
+//! policy once and evaluates one rule against JSON input ([`Policy`], used
+//! for the attestation appraisal policy), the agent policy engine with its
+//! state, ops and audit mode ([`agent`]), the shipped agent policies, the
+//! Kubernetes-to-Rego policy generator ([`gen`]) and JSON Patch ([`patch`]).
 //!
-//! It is not a policy generator nor an agent-side request filter by itself;
-//! callers decide which rule to query and what the result means.
+//! It holds decisions only: it does not speak ttrpc or read files; the agent
+//! and the CLI call it.
+
+pub mod agent;
+#[cfg(feature = "gen")]
+pub mod gen;
+pub mod patch;
 
 use std::fmt;
 
@@ -30,6 +37,71 @@ pub enum PolicyError {
     /// The rule is undefined for this input.
     #[error("{0} is undefined for this input")]
     Undefined(String),
+    /// A name that is not a shipped policy.
+    #[error("no shipped policy is named {0:?}: expected allow-all or confidential-default")]
+    UnknownShipped(String),
+    /// A rule's `ops` could not be applied to the policy state.
+    #[error("the ops of rule {rule} do not apply: {reason}")]
+    Ops { rule: String, reason: String },
+}
+
+/// Converts a JSON value to the engine's value without going through text.
+pub fn to_regorus(v: &serde_json::Value) -> regorus::Value {
+    use serde_json::Value as J;
+    match v {
+        J::Null => regorus::Value::Null,
+        J::Bool(b) => regorus::Value::Bool(*b),
+        J::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                regorus::Value::from(i)
+            } else if let Some(u) = n.as_u64() {
+                regorus::Value::from(u)
+            } else {
+                regorus::Value::from(n.as_f64().unwrap_or(f64::NAN))
+            }
+        }
+        J::String(s) => regorus::Value::from(s.as_str()),
+        J::Array(a) => regorus::Value::from(a.iter().map(to_regorus).collect::<Vec<_>>()),
+        J::Object(o) => regorus::Value::from(
+            o.iter()
+                .map(|(k, v)| (regorus::Value::from(k.as_str()), to_regorus(v)))
+                .collect::<std::collections::BTreeMap<_, _>>(),
+        ),
+    }
+}
+
+/// Converts an engine value to JSON without going through text (sets become
+/// arrays, non-string object keys their JSON text; undefined becomes null).
+pub fn to_json(v: &regorus::Value) -> serde_json::Value {
+    use regorus::Value as R;
+    use serde_json::Value as J;
+    match v {
+        R::Null | R::Undefined => J::Null,
+        R::Bool(b) => J::Bool(*b),
+        R::Number(_) => {
+            if let Ok(i) = v.as_i64() {
+                J::from(i)
+            } else if let Ok(u) = v.as_u64() {
+                J::from(u)
+            } else {
+                v.as_f64().map(J::from).unwrap_or(J::Null)
+            }
+        }
+        R::String(s) => J::String(s.to_string()),
+        R::Array(a) => J::Array(a.iter().map(to_json).collect()),
+        R::Set(s) => J::Array(s.iter().map(to_json).collect()),
+        R::Object(o) => J::Object(
+            o.iter()
+                .map(|(k, v)| {
+                    let key = match k {
+                        R::String(s) => s.to_string(),
+                        other => to_json(other).to_string(),
+                    };
+                    (key, to_json(v))
+                })
+                .collect(),
+        ),
+    }
 }
 
 /// A compiled policy ready for evaluation. Cloning is cheap; every
@@ -90,14 +162,10 @@ impl Policy {
         data: Option<&serde_json::Value>,
     ) -> Result<serde_json::Value, PolicyError> {
         let mut engine = self.engine.clone();
-        let input = regorus::Value::from_json_str(&input.to_string())
-            .map_err(|e| PolicyError::Input(e.to_string()))?;
-        engine.set_input(input);
+        engine.set_input(to_regorus(input));
         if let Some(data) = data {
-            let data = regorus::Value::from_json_str(&data.to_string())
-                .map_err(|e| PolicyError::Input(e.to_string()))?;
             engine
-                .add_data(data)
+                .add_data(to_regorus(data))
                 .map_err(|e| PolicyError::Input(e.to_string()))?;
         }
         let value = engine
@@ -109,14 +177,7 @@ impl Policy {
         if value == regorus::Value::Undefined {
             return Err(PolicyError::Undefined(query.to_string()));
         }
-        let text = value.to_json_str().map_err(|e| PolicyError::Eval {
-            query: query.to_string(),
-            reason: e.to_string(),
-        })?;
-        serde_json::from_str(&text).map_err(|e| PolicyError::Eval {
-            query: query.to_string(),
-            reason: e.to_string(),
-        })
+        Ok(to_json(&value))
     }
 }
 
@@ -130,6 +191,12 @@ mod tests {
     fn compile_error_is_reported_with_name() {
         let err = Policy::new("bad.rego", "package x\nallow { ").unwrap_err();
         assert!(err.to_string().contains("bad.rego"), "{err}");
+    }
+
+    #[test]
+    fn value_conversion_round_trips() {
+        let v = json!({"a": [1, -2, 3.5, "x", null, true], "b": {"c": {}}, "u": u64::MAX});
+        assert_eq!(to_json(&to_regorus(&v)), v);
     }
 
     #[test]

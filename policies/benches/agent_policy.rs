@@ -1,0 +1,151 @@
+//! Agent policy evaluation latency per request type, and load time, for the
+//! policy `cloister policy gen` makes from a three-container pod
+//! (`policies/testdata/pod-3.yaml`).
+//!
+//! `cargo bench -p cloister-policy --features gen --bench agent_policy`
+//!
+//! After criterion's figures it prints p50/p99 per request over 20 000
+//! evaluations (criterion reports means).
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use cloister_policy::agent::{input, AgentPolicy, Request};
+use cloister_policy::gen;
+use criterion::{criterion_group, Criterion};
+use serde_json::{json, Value};
+
+const POD3: &str = include_str!("../testdata/pod-3.yaml");
+
+fn policy_text() -> (String, String) {
+    let workloads = gen::parse(POD3).expect("pod parses");
+    let digests: BTreeMap<String, String> = gen::images(&workloads)
+        .into_iter()
+        .enumerate()
+        .map(|(i, img)| {
+            let d = img
+                .split('@')
+                .nth(1)
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("sha256:{}", format!("{i}").repeat(64)));
+            (img, d)
+        })
+        .collect();
+    let web = format!(
+        "127.0.0.1:5000/shop/web@{}",
+        digests["127.0.0.1:5000/shop/web:2.1"]
+    );
+    (gen::render(&workloads, &digests).expect("renders"), web)
+}
+
+fn requests(web: &str) -> Vec<(&'static str, Request, Value)> {
+    let spec = json!({
+        "ociVersion": "1.1.0",
+        "process": {"args": ["/usr/bin/web", "--port", "8080"],
+                    "env": ["PATH=/bin", "MODE=production", "TOKEN=abc", "HOSTNAME=shop"], "cwd": "/",
+                    "user": {"uid": 1000, "gid": 0}, "noNewPrivileges": true,
+                    "capabilities": {"bounding": ["CAP_NET_BIND_SERVICE"], "effective": ["CAP_NET_BIND_SERVICE"]}},
+        "root": {"path": "rootfs", "readonly": true},
+        "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"},
+                   {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid"]},
+                   {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["ro"]},
+                   {"destination": "/var/cache/web", "type": "bind", "source": "/run/v/cache", "options": ["rbind"]},
+                   {"destination": "/etc/shop", "type": "bind", "source": "/run/v/config", "options": ["rbind", "ro"]}],
+        "linux": {"namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}]}
+    });
+    let create = json!({"container_id": "web", "exec_id": "web", "OCI": input::oci_spec(&spec),
+                        "rootfs": {"kind": "IMAGE", "source": web}});
+    let mut bad_spec = spec.clone();
+    bad_spec["process"]["args"] = json!(["/bin/sh"]);
+    let create_denied = json!({"container_id": "web", "exec_id": "web", "OCI": input::oci_spec(&bad_spec),
+                               "rootfs": {"kind": "IMAGE", "source": web}});
+    let exec = json!({"container_id": "web", "exec_id": "e",
+                      "process": input::oci_process(&json!({"args": ["/bin/sh"]}))});
+    let io = json!({"container_id": "web", "exec_id": "web", "len": 0});
+    vec![
+        (
+            "CreateContainer (allowed)",
+            Request::CreateContainer,
+            create,
+        ),
+        (
+            "CreateContainer (denied)",
+            Request::CreateContainer,
+            create_denied,
+        ),
+        ("ExecProcess (denied)", Request::ExecProcess, exec),
+        (
+            "StartContainer",
+            Request::StartContainer,
+            json!({"container_id": "web"}),
+        ),
+        ("WaitProcess", Request::WaitProcess, io.clone()),
+        ("ReadStdout", Request::ReadStdout, io.clone()),
+        (
+            "WriteStdin",
+            Request::WriteStdin,
+            json!({"container_id": "web", "exec_id": "web", "data": "aGk="}),
+        ),
+        (
+            "SignalProcess",
+            Request::SignalProcess,
+            json!({"container_id": "web", "exec_id": "", "signal": 15}),
+        ),
+        (
+            "RemoveContainer",
+            Request::RemoveContainer,
+            json!({"container_id": "web", "timeout": 0}),
+        ),
+        ("GetGuestDetails", Request::GetGuestDetails, json!({})),
+        (
+            "CreateSandbox",
+            Request::CreateSandbox,
+            json!({"sandbox_id": "s", "hostname": "h"}),
+        ),
+    ]
+}
+
+fn bench(c: &mut Criterion) {
+    let (rego, web) = policy_text();
+    c.bench_function("agent_policy/load (3-container generated)", |b| {
+        b.iter(|| AgentPolicy::new("gen", &rego, None).expect("loads"))
+    });
+    let mut p = AgentPolicy::new("gen", &rego, None).expect("loads");
+    let mut g = c.benchmark_group("agent_policy/evaluate");
+    for (name, req, input) in requests(&web) {
+        g.bench_function(name, |b| {
+            b.iter(|| p.evaluate(req, &input).expect("evaluates"))
+        });
+    }
+    g.finish();
+}
+
+fn percentiles() {
+    let (rego, web) = policy_text();
+    println!("generated policy: {} bytes", rego.len());
+    let mut p = AgentPolicy::new("gen", &rego, None).expect("loads");
+    println!("{:<28} {:>10} {:>10}", "request", "p50 µs", "p99 µs");
+    for (name, req, input) in requests(&web) {
+        let mut t: Vec<f64> = (0..20_000)
+            .map(|_| {
+                let s = Instant::now();
+                let _ = p.evaluate(req, &input);
+                s.elapsed().as_secs_f64() * 1e6
+            })
+            .collect();
+        t.sort_by(f64::total_cmp);
+        println!(
+            "{name:<28} {:>10.1} {:>10.1}",
+            t[t.len() / 2],
+            t[t.len() * 99 / 100]
+        );
+    }
+}
+
+criterion_group!(benches, bench);
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    percentiles();
+}
