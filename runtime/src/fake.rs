@@ -131,6 +131,7 @@ pub struct FakeVm {
     agent: AgentTransport,
     console_log: PathBuf,
     task: tokio::task::JoinHandle<()>,
+    serving: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn write_file(path: &Path, text: &str, append: bool) -> Result<(), FakeVmmError> {
@@ -198,10 +199,13 @@ impl Hypervisor for FakeVmm {
             None => None,
         };
         let (console, vmm_log) = (spec.console_log.clone(), spec.vmm_log.clone());
+        let serving = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = serving.clone();
         let task = tokio::spawn(async move {
             match boot {
                 FakeBoot::Serves { delay } => {
                     tokio::time::sleep(delay).await;
+                    flag.store(true, std::sync::atomic::Ordering::SeqCst);
                     serve(
                         &socket,
                         cloister_protocol::API_VERSION.major,
@@ -211,7 +215,10 @@ impl Hypervisor for FakeVmm {
                     )
                     .await;
                 }
-                FakeBoot::ApiMajor { major } => serve(&socket, major, secret, st, ch).await,
+                FakeBoot::ApiMajor { major } => {
+                    flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                    serve(&socket, major, secret, st, ch).await;
+                }
                 FakeBoot::Silent | FakeBoot::RefusesStart => std::future::pending().await,
                 FakeBoot::KernelPanic { delay } => {
                     tokio::time::sleep(delay).await;
@@ -239,6 +246,7 @@ impl Hypervisor for FakeVmm {
             agent: spec.agent.clone(),
             console_log: spec.console_log.clone(),
             task,
+            serving,
         })
     }
 }
@@ -353,9 +361,9 @@ impl Drop for FakeVm {
             &self.changed,
             ExitStatus::from_raw(libc::SIGKILL),
         );
-        // A task still booting is cut short; a serving one shuts its
-        // server down on the notification.
-        if !matches!(self.exited(), Some(_)) {
+        // A serving task shuts its server down on the notification; one
+        // still booting (or silent) would never look: cut it short.
+        if !self.serving.load(std::sync::atomic::Ordering::SeqCst) {
             self.task.abort();
         }
     }

@@ -15,7 +15,8 @@ const KVM_GET_API_VERSION: libc::c_ulong = 0xAE00;
 /// Arranges for `cmd`'s child to get SIGKILL when the thread that spawns it
 /// exits (the kernel ties the parent-death signal to the forking thread), to
 /// exit at once if the runtime already died between fork and prctl, and to
-/// create its files and sockets owner-only (umask 077).
+/// create its files and sockets owner-only, 0600 (umask 177; it creates no
+/// directories).
 pub fn kill_child_with_parent(cmd: &mut Command) {
     // SAFETY: getpid is async-signal-safe and has no preconditions.
     let parent = unsafe { libc::getpid() };
@@ -23,7 +24,7 @@ pub fn kill_child_with_parent(cmd: &mut Command) {
     // async-signal-safe functions (umask, prctl, getppid); it allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
-            libc::umask(0o077);
+            libc::umask(0o177);
             if libc::prctl(
                 libc::PR_SET_PDEATHSIG,
                 libc::SIGKILL as libc::c_ulong,

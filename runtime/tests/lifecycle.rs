@@ -163,8 +163,8 @@ async fn ready(tmp: &std::path::Path) -> (Sandbox<FakeVm>, agent::AgentClient) {
         },
         Duration::from_secs(10),
     );
-    let mut sb = sb.unwrap();
-    let c = sb.boot().await.unwrap();
+    let mut sb = sb.expect("the fake VMM starts");
+    let c = sb.boot().await.expect("the fake guest boots");
     (sb, c)
 }
 
