@@ -99,6 +99,10 @@ pub struct Appraisal {
     pub failures: Vec<Failure>,
     pub checks: Vec<Check>,
     pub policy_id: String,
+    /// The named reference-value sets (see [`ReferenceValues::sets`]) the
+    /// evidence matches: every check of the set passed and the set
+    /// identifies the launch.
+    pub reference_value_sets: Vec<String>,
 }
 
 impl Appraisal {
@@ -193,13 +197,59 @@ impl Verifier {
         now: i64,
     ) -> Result<Appraisal, Error> {
         let backend = self.backends.get(&tee).ok_or(Error::Unsupported(tee))?;
+        let rv = &self.reference_values;
         let ctx = VerifyContext {
             expected_report_data,
             init_data_digest,
             now,
-            reference_values: &self.reference_values,
+            reference_values: rv,
         };
         let mut ev = backend.verify(evidence, &ctx)?;
+        ev.checks.extend(launch_identity_check(tee, rv));
+        // Named sets: each is appraised on its own; the matching ones are
+        // reported, and with no global values the first match grades the
+        // evidence.
+        let mut matched = Vec::new();
+        let mut set_failures = Vec::new();
+        let mut matched_checks = None;
+        for (name, set) in &rv.sets {
+            let set_ctx = VerifyContext {
+                reference_values: set,
+                ..ctx.clone()
+            };
+            let mut set_ev = backend.verify(evidence, &set_ctx)?;
+            set_ev.checks.extend(launch_identity_check(tee, set));
+            let first_failure = set_ev
+                .checks
+                .iter()
+                .find(|c| !c.ok)
+                .map(|c| c.claim.clone());
+            match first_failure {
+                None if set.mentions(tee) => {
+                    matched.push(name.clone());
+                    if matched_checks.is_none() {
+                        matched_checks = Some(set_ev.checks);
+                    }
+                }
+                None => set_failures.push(format!("{name}: no values for {tee}")),
+                Some(claim) => set_failures.push(format!("{name}: {claim}")),
+            }
+        }
+        if !rv.sets.is_empty() && !rv.mentions(tee) {
+            match matched_checks {
+                Some(checks) => ev.checks = checks,
+                None => ev.checks.push(Check::new(
+                    "reference-value sets",
+                    Category::Executables,
+                    false,
+                    format!(
+                        "a match with one of the sets {}",
+                        rv.sets.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                    format!("no set matched ({})", set_failures.join("; ")),
+                )),
+            }
+        }
         // Common checks: freshness and initdata.
         if let Some(want) = expected_report_data {
             let mut found = ev.report_data.clone();
@@ -280,8 +330,28 @@ impl Verifier {
             failures,
             checks: ev.checks,
             policy_id: self.policy.name().to_string(),
+            reference_value_sets: matched,
         })
     }
+}
+
+/// A failed launch-identity check when `rv` mentions `tee` but lacks part
+/// of the set that identifies its launch (see
+/// [`ReferenceValues::missing_launch_identity`]).
+fn launch_identity_check(tee: Tee, rv: &ReferenceValues) -> Option<Check> {
+    if !rv.mentions(tee) {
+        return None;
+    }
+    let missing = rv.missing_launch_identity(tee);
+    (!missing.is_empty()).then(|| {
+        Check::new(
+            "reference values identify the launch",
+            Category::LaunchIdentity,
+            false,
+            format!("reference values for {}", missing.join(", ")),
+            format!("none for {}", missing.join(", ")),
+        )
+    })
 }
 
 /// The built-in CCA (and sim) evidence verifier.
@@ -376,7 +446,7 @@ pub fn appraise_cca(token: &cca::Token, rv: &ReferenceValues) -> Vec<Check> {
     let rc = &token.realm_claims;
     out.push(Check::new(
         "platform lifecycle",
-        Category::Configuration,
+        Category::UnsafeState,
         (0x3000..=0x30ff).contains(&pc.lifecycle),
         "secured (0x3000..0x30ff)",
         format!("{:#06x}", pc.lifecycle),
@@ -470,9 +540,10 @@ pub fn appraise_cca(token: &cca::Token, rv: &ReferenceValues) -> Vec<Check> {
                     .filter(|r| r.component_type.is_none() || r.component_type == c.component_type)
                     .map(|r| &r.measurement)
                     .collect();
+                // Platform firmware: graded as hardware, not as the guest's software.
                 out.push(Check::new(
                     name,
-                    Category::Executables,
+                    Category::Hardware,
                     ok,
                     format!("measurement {}", hexs(&candidates)),
                     format!("measurement {}", hex::encode(&c.measurement)),
@@ -536,7 +607,7 @@ pub fn appraise_cca(token: &cca::Token, rv: &ReferenceValues) -> Vec<Check> {
         for (i, c) in pc.sw_components.iter().enumerate() {
             out.push(Check::new(
                 format!("cca-platform-sw-component-measurement[{i}]"),
-                Category::Executables,
+                Category::Hardware,
                 accepted.contains(&c.measurement),
                 hexs(&refs),
                 hex::encode(&c.measurement),

@@ -63,33 +63,119 @@ impl SnpBackend {
     }
 }
 
+/// The trust-vector category of a named reference value: the launch
+/// measurement and guest software are executables, the initdata fields are
+/// init-data, firmware and platform identity are hardware, the rest is
+/// configuration. (A firmware-only value such as `tdx.mr_td` therefore never
+/// makes the executables claim affirming on its own.)
+fn named_category(name: &str) -> Category {
+    match name {
+        "snp.measurement" | "snp.family_id" | "snp.image_id" | "snp.guest_svn" => {
+            Category::Executables
+        }
+        "tdx.rtmr0" | "tdx.rtmr1" | "tdx.rtmr2" | "tdx.rtmr3" => Category::Executables,
+        "snp.host_data" | "tdx.mr_config_id" => Category::InitData,
+        "snp.chip_id" | "snp.firmware" | "tdx.mr_td" | "tdx.mr_seam" | "tdx.mr_signer_seam"
+        | "tdx.tee_tcb_svn" | "tdx.tee_tcb_svn2" => Category::Hardware,
+        _ => Category::Configuration,
+    }
+}
+
+/// Compare the named reference values `prefix*` with the claims. A claim
+/// that is missing or not a byte string fails with the reason instead of
+/// comparing as empty.
 fn named_checks(prefix: &str, claims: &serde_json::Value, ctx: &VerifyContext<'_>) -> Vec<Check> {
     let mut out = Vec::new();
     for (name, accepted) in &ctx.reference_values.named {
         let Some(field) = name.strip_prefix(prefix) else {
             continue;
         };
-        let found = claims
-            .get(field)
-            .and_then(|v| v.as_str())
-            .unwrap_or_default()
-            .to_string();
-        let ok = accepted
+        let expected = accepted
             .iter()
-            .any(|a| hex::encode(a) == found.to_ascii_lowercase());
+            .map(hex::encode)
+            .collect::<Vec<_>>()
+            .join(" or ");
+        let (ok, found) = match claims.get(field) {
+            Some(serde_json::Value::String(s)) => match hex::decode(s) {
+                Ok(b) => (accepted.contains(&b), s.to_ascii_lowercase()),
+                Err(e) => (false, format!("claim {field} is not hex: {e}")),
+            },
+            Some(other) => (
+                false,
+                format!("claim {field} is {other}, not a byte string: name its fields instead"),
+            ),
+            None => (false, format!("the evidence has no claim {field}")),
+        };
         out.push(Check::new(
             name.clone(),
-            Category::Executables,
+            named_category(name),
             ok,
-            accepted
-                .iter()
-                .map(hex::encode)
-                .collect::<Vec<_>>()
-                .join(" or "),
+            expected,
             found,
         ));
     }
     out
+}
+
+/// The SNP TCB floor checks: reported, committed and launch TCB each at or
+/// above the floor (the reference values' `snp_min_tcb`, or the
+/// generation's default).
+fn snp_tcb_checks(claims: &snp::SnpClaims, ctx: &VerifyContext<'_>) -> Vec<Check> {
+    let floor = ctx
+        .reference_values
+        .snp_min_tcb
+        .unwrap_or_else(|| crate::refvals::SnpTcbFloor::default_for(claims.generation));
+    [
+        ("reported_tcb", &claims.reported_tcb),
+        ("committed_tcb", &claims.committed_tcb),
+        ("launch_tcb", &claims.launch_tcb),
+    ]
+    .into_iter()
+    .map(|(name, tcb)| {
+        let short = floor.shortfalls(tcb);
+        let found = if short.is_empty() {
+            format!(
+                "bootloader {} tee {} snp {} microcode {}",
+                tcb.bootloader, tcb.tee, tcb.snp, tcb.microcode
+            )
+        } else {
+            short
+                .iter()
+                .map(|(f, got, min)| format!("{f} {got} < {min}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        Check::new(
+            format!("snp {name}"),
+            Category::TcbRevoked,
+            short.is_empty(),
+            format!(
+                "at least bootloader {} tee {} snp {} microcode {}{}",
+                floor.bootloader,
+                floor.tee,
+                floor.snp,
+                floor.microcode,
+                if tcb.fmc.is_some() {
+                    format!(" fmc {}", floor.fmc)
+                } else {
+                    String::new()
+                }
+            ),
+            found,
+        )
+    })
+    .collect()
+}
+
+/// The category of a failed SNP/TDX claim check: states that expose the
+/// guest (debug, VMPL > 0) are unsafe states, the TDX TCB status is an
+/// out-of-date platform, anything else is configuration.
+fn claim_category(claim: &str) -> Category {
+    match claim {
+        "vmpl" | "policy.debug" | "td_attributes.debug" => Category::UnsafeState,
+        "tcb_status" => Category::TcbOutdated,
+        _ => Category::Configuration,
+    }
 }
 
 impl EvidenceVerifier for SnpBackend {
@@ -130,7 +216,7 @@ impl EvidenceVerifier for SnpBackend {
             }
             Err(e) => return Err(unusable(e)),
         };
-        let checks = vec![
+        let mut checks = vec![
             Check::new(
                 "snp endorsement chain",
                 Category::TrustAnchor,
@@ -146,35 +232,70 @@ impl EvidenceVerifier for SnpBackend {
                 "valid",
             ),
         ];
+        checks.extend(snp_tcb_checks(&claims, ctx));
         // VMPL and debug policy (report_data and host_data are compared by the Verifier).
         let failures = snp::check_claims(&claims, &snp::SnpConfig::default()).map_err(unusable)?;
+        let fields = (
+            hex_claim(Tee::Snp, "report_data", &claims.report_data)?,
+            hex_claim(Tee::Snp, "host_data", &claims.host_data)?,
+        );
         Ok(finish(
             Tee::Snp,
             checks,
             failures,
             claims.to_json(),
-            (&claims.report_data, &claims.host_data),
+            fields,
             ctx,
         ))
     }
 }
 
-/// The common tail of the SNP and TDX adapters: failed claim checks become
-/// configuration checks, named reference values (`snp.*` / `tdx.*`) are
-/// compared with the claims, and the report_data / initdata fields (hex in
-/// the claims) are handed to the Verifier's common checks.
+/// [`tdx::check_claims`], with an out-of-date TCB naming the advisories
+/// that apply to it (a `tcb-outdated` warning, not a refusal).
+fn tdx_claim_failures(
+    claims: &tdx::TdxClaims,
+    cfg: &tdx::TdxConfig,
+) -> Result<Vec<crate::Failure>, tdx::TdxError> {
+    let mut failures = tdx::check_claims(claims, cfg)?;
+    for f in failures.iter_mut().filter(|f| f.claim == "tcb_status") {
+        if !claims.advisory_ids.is_empty() {
+            f.found = format!(
+                "{} (advisories {})",
+                f.found,
+                claims.advisory_ids.join(", ")
+            );
+        }
+    }
+    Ok(failures)
+}
+
+/// A hex claim the SNP/TDX verifier produced, as bytes; a claim that is not
+/// hex is a verifier bug, reported as unusable evidence rather than hidden.
+fn hex_claim(tee: Tee, name: &str, value: &str) -> Result<Vec<u8>, Error> {
+    hex::decode(value).map_err(|e| {
+        Error::Input(format!(
+            "{tee} claim {name} is not hex ({e}); expected hex bytes"
+        ))
+    })
+}
+
+/// The common tail of the SNP and TDX adapters: failed claim checks get
+/// their category (unsafe state, out-of-date TCB, configuration), named
+/// reference values (`snp.*` / `tdx.*`) are compared with the claims, and
+/// the report_data / initdata fields are handed to the Verifier's common
+/// checks.
 fn finish(
     tee: Tee,
     mut checks: Vec<Check>,
     failures: Vec<crate::Failure>,
     claims: serde_json::Value,
-    (report_data, init_data): (&str, &str),
+    (report_data, init_data): (Vec<u8>, Vec<u8>),
     ctx: &VerifyContext<'_>,
 ) -> VerifiedEvidence {
     for f in failures {
         checks.push(Check::new(
-            f.claim,
-            Category::Configuration,
+            f.claim.clone(),
+            claim_category(&f.claim),
             false,
             f.expected,
             f.found,
@@ -185,8 +306,8 @@ fn finish(
     VerifiedEvidence {
         tee,
         simulated: false,
-        report_data: hex::decode(report_data).unwrap_or_default(),
-        init_data: Some(hex::decode(init_data).unwrap_or_default()),
+        report_data,
+        init_data: Some(init_data),
         claims,
         checks,
     }
@@ -309,10 +430,11 @@ impl EvidenceVerifier for TdxBackend {
                     ),
                 ))
             }
+            // dcap-qvl refuses a Revoked TCB outright: contraindicated.
             Err(tdx::TdxError::Verification(m)) if m.contains("TCB") => {
                 return Ok(failed_for(
                     Tee::Tdx,
-                    Check::new("tcb_status", Category::Configuration, false, "UpToDate", m),
+                    Check::new("tcb_status", Category::TcbRevoked, false, "not Revoked", m),
                 ))
             }
             Err(e @ tdx::TdxError::Verification(_)) => {
@@ -360,23 +482,109 @@ impl EvidenceVerifier for TdxBackend {
         }
         // TCB status and debug (report_data and MRCONFIGID are compared by the Verifier).
         let cfg = tdx::TdxConfig::default();
-        let failures = tdx::check_claims(&claims, &cfg).map_err(unusable)?;
+        let failures = tdx_claim_failures(&claims, &cfg).map_err(unusable)?;
         if !failures.iter().any(|f| f.claim == "tcb_status") {
             checks.push(Check::new(
                 "tcb_status",
-                Category::Configuration,
+                Category::TcbOutdated,
                 true,
                 cfg.accepted_tcb_status.join(" or "),
                 claims.tcb_status.clone(),
             ));
         }
+        let fields = (
+            hex_claim(Tee::Tdx, "report_data", &claims.report_data)?,
+            hex_claim(Tee::Tdx, "mr_config_id", &claims.mr_config_id)?,
+        );
         Ok(finish(
             Tee::Tdx,
             checks,
             failures,
             claims.to_json(),
-            (&claims.report_data, &claims.mr_config_id),
+            fields,
             ctx,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::refvals::ReferenceValues;
+
+    fn ctx(rv: &ReferenceValues) -> VerifyContext<'_> {
+        VerifyContext {
+            expected_report_data: None,
+            init_data_digest: None,
+            now: 0,
+            reference_values: rv,
+        }
+    }
+
+    #[test]
+    fn named_values_are_graded_in_their_own_category() {
+        let rv = ReferenceValues::parse(
+            r#"{"named": {"tdx.mr_td": ["aa"], "tdx.rtmr1": ["bb"], "tdx.mr_config_id": ["cc"],
+                          "tdx.xfam": ["dd"]}}"#,
+        )
+        .unwrap();
+        let claims =
+            serde_json::json!({"mr_td": "AA", "rtmr1": "bb", "mr_config_id": "cc", "xfam": "00"});
+        let checks = named_checks("tdx.", &claims, &ctx(&rv));
+        let by = |n: &str| checks.iter().find(|c| c.claim == n).unwrap().clone();
+        assert_eq!(by("tdx.mr_td").category, Category::Hardware);
+        assert!(
+            by("tdx.mr_td").ok,
+            "hex compares case-insensitively as bytes"
+        );
+        assert_eq!(by("tdx.rtmr1").category, Category::Executables);
+        assert_eq!(by("tdx.mr_config_id").category, Category::InitData);
+        assert_eq!(by("tdx.xfam").category, Category::Configuration);
+        assert!(!by("tdx.xfam").ok);
+    }
+
+    #[test]
+    fn a_named_value_for_a_missing_or_structured_claim_fails_with_the_reason() {
+        let rv = ReferenceValues::parse(
+            r#"{"named": {"snp.reported_tcb": ["00"], "snp.nonexistent": ["00"], "snp.measurement": ["!!"]}}"#,
+        );
+        // "!!" is neither hex nor base64: refused at parse.
+        assert!(rv.is_err());
+        let rv = ReferenceValues::parse(
+            r#"{"named": {"snp.reported_tcb": ["00"], "snp.nonexistent": ["00"]}}"#,
+        )
+        .unwrap();
+        let claims = serde_json::json!({"reported_tcb": {"snp": 8}, "measurement": "00"});
+        let checks = named_checks("snp.", &claims, &ctx(&rv));
+        assert!(checks.iter().all(|c| !c.ok));
+        let tcb = checks
+            .iter()
+            .find(|c| c.claim == "snp.reported_tcb")
+            .unwrap();
+        assert!(tcb.found.contains("not a byte string"), "{tcb:?}");
+        let none = checks
+            .iter()
+            .find(|c| c.claim == "snp.nonexistent")
+            .unwrap();
+        assert!(none.found.contains("no claim nonexistent"), "{none:?}");
+    }
+
+    #[test]
+    fn an_out_of_date_tdx_tcb_is_a_warning_naming_its_advisories() {
+        let q = tdx::Quote::parse(include_bytes!("../testdata/tdx/dcap-qvl-tdx_quote")).unwrap();
+        let c = tdx::TdxClaims::from_quote(&q, "OutOfDate".into(), vec!["INTEL-SA-00837".into()]);
+        let f = tdx_claim_failures(&c, &tdx::TdxConfig::default()).unwrap();
+        let tcb = f.iter().find(|f| f.claim == "tcb_status").unwrap();
+        assert_eq!(tcb.found, "OutOfDate (advisories INTEL-SA-00837)");
+        assert_eq!(claim_category(&tcb.claim), Category::TcbOutdated);
+    }
+
+    #[test]
+    fn unsafe_states_and_tcb_status_get_their_categories() {
+        assert_eq!(claim_category("vmpl"), Category::UnsafeState);
+        assert_eq!(claim_category("policy.debug"), Category::UnsafeState);
+        assert_eq!(claim_category("td_attributes.debug"), Category::UnsafeState);
+        assert_eq!(claim_category("tcb_status"), Category::TcbOutdated);
+        assert_eq!(claim_category("other"), Category::Configuration);
     }
 }

@@ -62,6 +62,8 @@ pub struct EarIssuer {
     build: String,
     /// Validity of issued EARs in seconds.
     pub lifetime_secs: i64,
+    /// The `iss` claim of issued EARs (the KBS protocol requires one).
+    pub issuer: Option<String>,
 }
 
 impl std::fmt::Debug for EarIssuer {
@@ -88,6 +90,7 @@ impl EarIssuer {
             developer: "cloister".into(),
             build: concat!("cloister-attestation ", env!("CARGO_PKG_VERSION")).into(),
             lifetime_secs: 300,
+            issuer: None,
         }
     }
 
@@ -143,6 +146,9 @@ impl EarIssuer {
             if let Some(i) = &a.init_data {
                 annotated["init_data"] = json!(i);
             }
+            if !a.reference_value_sets.is_empty() {
+                annotated["reference_value_sets"] = json!(a.reference_value_sets);
+            }
             if let Some(r) = &s.runtime_data_claims {
                 annotated["runtime_data_claims"] = r.clone();
             }
@@ -173,6 +179,9 @@ impl EarIssuer {
         let mut v =
             serde_json::to_value(self.ear(submods, now)?).map_err(|e| Error::Ear(e.to_string()))?;
         v["exp"] = json!(now + self.lifetime_secs);
+        if let Some(iss) = &self.issuer {
+            v["iss"] = json!(iss);
+        }
         Ok(trustee_names(v))
     }
 

@@ -149,6 +149,23 @@ pub enum Category {
     Hardware,
     /// Initdata digest (CCA RPV, SNP HOST_DATA, TDX MRCONFIGID).
     InitData,
+    /// A state that exposes the guest whatever its measurements say: SNP
+    /// debug policy or VMPL > 0, the TDX debug attribute, a CCA lifecycle
+    /// other than secured. A failure is contraindicated (configuration and
+    /// runtime-opaque 96).
+    UnsafeState,
+    /// The platform TCB is revoked or below the configured minimum: the
+    /// firmware has known vulnerabilities. A failure is contraindicated
+    /// (hardware 96).
+    TcbRevoked,
+    /// The platform TCB is out of date (TDX `OutOfDate`,
+    /// `SWHardeningNeeded`, `ConfigurationNeeded`): patched firmware exists.
+    /// A failure is a warning (hardware 32); the advisory IDs are in the
+    /// check's `found` and in the claims.
+    TcbOutdated,
+    /// Reference values that do not identify the launch (e.g. TDX MRTD
+    /// without RTMR0..2): the software is unrecognized (executables 33).
+    LaunchIdentity,
 }
 
 /// One check made during verification or appraisal.

@@ -44,6 +44,80 @@ pub struct RealmRef {
     pub rak_hash_algorithm: Option<String>,
 }
 
+/// A minimum SEV-SNP TCB: each SPL of the reported, committed and launch
+/// TCB must be at least the floor's (FMC only on Turin and later). Set in
+/// the reference values as `"snp_min_tcb": {"bootloader": 4, "tee": 0,
+/// "snp": 24, "microcode": 217}`; without one, [`SnpTcbFloor::default_for`]
+/// applies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnpTcbFloor {
+    /// Boot loader SPL.
+    #[serde(default)]
+    pub bootloader: u8,
+    /// PSP OS (TEE) SPL.
+    #[serde(default)]
+    pub tee: u8,
+    /// SNP firmware SPL.
+    #[serde(default)]
+    pub snp: u8,
+    /// Microcode SPL.
+    #[serde(default)]
+    pub microcode: u8,
+    /// FMC SPL (Turin and later; ignored for earlier generations).
+    #[serde(default)]
+    pub fmc: u8,
+}
+
+impl SnpTcbFloor {
+    /// The documented default floor per processor generation (see
+    /// docs/attestation.md, "SNP minimum TCB"): the TCB of the oldest
+    /// production reports in `attestation/testdata/snp` (Milan: Trustee's
+    /// test report, bootloader 3 / TEE 0 / SNP 8 / microcode 115; Genoa: the
+    /// virtee report, 10 / 0 / 23 / 25). It refuses firmware older than
+    /// that; it does not track AMD's security bulletins, so deployments set
+    /// `snp_min_tcb` to the TCB their bulletin names. Turin has no default.
+    pub fn default_for(generation: crate::snp::Generation) -> Self {
+        use crate::snp::Generation;
+        match generation {
+            Generation::Milan => Self {
+                bootloader: 3,
+                tee: 0,
+                snp: 8,
+                microcode: 115,
+                fmc: 0,
+            },
+            Generation::Genoa => Self {
+                bootloader: 10,
+                tee: 0,
+                snp: 23,
+                microcode: 25,
+                fmc: 0,
+            },
+            Generation::Turin => Self::default(),
+        }
+    }
+
+    /// The SPLs of `tcb` below this floor, as `(name, found, minimum)`.
+    pub fn shortfalls(&self, tcb: &crate::snp::Tcb) -> Vec<(&'static str, u8, u8)> {
+        let mut out: Vec<(&'static str, u8, u8)> = [
+            ("bootloader", tcb.bootloader, self.bootloader),
+            ("tee", tcb.tee, self.tee),
+            ("snp", tcb.snp, self.snp),
+            ("microcode", tcb.microcode, self.microcode),
+        ]
+        .into_iter()
+        .filter(|(_, found, min)| found < min)
+        .collect();
+        if let Some(fmc) = tcb.fmc {
+            if fmc < self.fmc {
+                out.push(("fmc", fmc, self.fmc));
+            }
+        }
+        out
+    }
+}
+
 /// All reference values known to a verifier.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReferenceValues {
@@ -51,6 +125,12 @@ pub struct ReferenceValues {
     pub cca_realm: Vec<RealmRef>,
     /// Claim name → accepted values.
     pub named: BTreeMap<String, Vec<Vec<u8>>>,
+    /// Minimum SEV-SNP TCB (None: the generation's default floor).
+    pub snp_min_tcb: Option<SnpTcbFloor>,
+    /// Named sets (one per workload): each is a complete set of reference
+    /// values of its own. The appraisal reports which sets the evidence
+    /// matches, and a resource policy can require one by name.
+    pub sets: BTreeMap<String, ReferenceValues>,
 }
 
 fn err(s: impl Into<String>) -> crate::Error {
@@ -94,13 +174,39 @@ impl ReferenceValues {
         let v: Json = serde_json::from_str(text).map_err(|e| err(format!("not JSON: {e}")))?;
         let o = v.as_object().ok_or_else(|| err("expected a JSON object"))?;
         let mut rv = ReferenceValues::default();
-        if o.contains_key("cca") || o.contains_key("named") {
-            check_keys("reference values", o, &["cca", "named"])?;
+        if ["cca", "named", "snp_min_tcb", "sets"]
+            .iter()
+            .any(|k| o.contains_key(*k))
+        {
+            check_keys(
+                "reference values",
+                o,
+                &["cca", "named", "snp_min_tcb", "sets"],
+            )?;
             if let Some(c) = o.get("cca") {
                 rv.parse_ccatoken(c)?;
             }
             if let Some(n) = o.get("named") {
                 rv.parse_named(n)?;
+            }
+            if let Some(f) = o.get("snp_min_tcb") {
+                rv.snp_min_tcb = Some(
+                    serde_json::from_value(f.clone())
+                        .map_err(|e| err(format!("snp_min_tcb: {e}")))?,
+                );
+            }
+            if let Some(sets) = o.get("sets") {
+                let sets = sets
+                    .as_object()
+                    .ok_or_else(|| err("sets: expected an object of named sets"))?;
+                for (name, set) in sets {
+                    if set.get("sets").is_some() {
+                        return Err(err(format!("set {name:?}: sets do not nest")));
+                    }
+                    let inner = Self::parse(&set.to_string())
+                        .map_err(|e| err(format!("set {name:?}: {e}")))?;
+                    rv.sets.insert(name.clone(), inner);
+                }
             }
         } else if o.contains_key("platform") || o.contains_key("realm") {
             rv.parse_ccatoken(&v)?;
@@ -290,9 +396,148 @@ impl ReferenceValues {
         for (k, v) in other.named {
             self.named.entry(k).or_default().extend(v);
         }
+        if other.snp_min_tcb.is_some() {
+            self.snp_min_tcb = other.snp_min_tcb;
+        }
+        self.sets.extend(other.sets);
     }
 
+    /// No values at all (the named sets aside).
     pub fn is_empty(&self) -> bool {
-        self.cca_platform.is_empty() && self.cca_realm.is_empty() && self.named.is_empty()
+        self.cca_platform.is_empty()
+            && self.cca_realm.is_empty()
+            && self.named.is_empty()
+            && self.snp_min_tcb.is_none()
+    }
+
+    /// True when the values mention this TEE at all (named `tee.*` values,
+    /// or CCA platform/realm entries and `cca-*` names).
+    pub fn mentions(&self, tee: crate::Tee) -> bool {
+        match tee {
+            crate::Tee::Cca | crate::Tee::Sim => {
+                !self.cca_platform.is_empty()
+                    || !self.cca_realm.is_empty()
+                    || self.named.keys().any(|k| k.starts_with("cca-"))
+            }
+            crate::Tee::Snp => self.named.keys().any(|k| k.starts_with("snp.")),
+            crate::Tee::Tdx => self.named.keys().any(|k| k.starts_with("tdx.")),
+        }
+    }
+
+    /// The values that identify a launch of `tee`, which must all be present
+    /// before the software counts as recognized: the launch measurement for
+    /// SNP, MRTD and RTMR0..2 for TDX, the realm initial measurement for CCA.
+    /// Returns the names missing from these values.
+    pub fn missing_launch_identity(&self, tee: crate::Tee) -> Vec<&'static str> {
+        let required: &[&'static str] = match tee {
+            crate::Tee::Snp => &["snp.measurement"],
+            crate::Tee::Tdx => &["tdx.mr_td", "tdx.rtmr0", "tdx.rtmr1", "tdx.rtmr2"],
+            crate::Tee::Cca | crate::Tee::Sim => {
+                if !self.cca_realm.is_empty() {
+                    return Vec::new();
+                }
+                &["cca-realm-initial-measurement"]
+            }
+        };
+        required
+            .iter()
+            .copied()
+            .filter(|n| !self.named.contains_key(*n))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snp::{Generation, Tcb};
+
+    fn tcb(bl: u8, tee: u8, snp: u8, ucode: u8, fmc: Option<u8>) -> Tcb {
+        Tcb {
+            fmc,
+            bootloader: bl,
+            tee,
+            snp,
+            microcode: ucode,
+        }
+    }
+
+    #[test]
+    fn snp_tcb_floor_names_every_spl_below_it() {
+        let floor = SnpTcbFloor {
+            bootloader: 4,
+            tee: 0,
+            snp: 24,
+            microcode: 217,
+            fmc: 1,
+        };
+        assert!(floor.shortfalls(&tcb(4, 0, 24, 217, None)).is_empty());
+        assert!(floor.shortfalls(&tcb(9, 9, 99, 255, Some(1))).is_empty());
+        assert_eq!(
+            floor.shortfalls(&tcb(3, 0, 8, 115, None)),
+            [
+                ("bootloader", 3, 4),
+                ("snp", 8, 24),
+                ("microcode", 115, 217)
+            ]
+        );
+        // FMC only counts where the generation has one.
+        assert_eq!(
+            floor.shortfalls(&tcb(4, 0, 24, 217, Some(0))),
+            [("fmc", 0, 1)]
+        );
+        // The documented defaults: the oldest production vectors pass, older fails.
+        let milan = SnpTcbFloor::default_for(Generation::Milan);
+        assert!(milan.shortfalls(&tcb(3, 0, 8, 115, None)).is_empty());
+        assert_eq!(milan.shortfalls(&tcb(2, 0, 8, 115, None)).len(), 1);
+        let genoa = SnpTcbFloor::default_for(Generation::Genoa);
+        assert!(genoa.shortfalls(&tcb(10, 0, 23, 25, None)).is_empty());
+        assert!(!genoa.shortfalls(&tcb(9, 0, 23, 25, None)).is_empty());
+    }
+
+    #[test]
+    fn snp_min_tcb_and_sets_parse_and_refuse_bad_input() {
+        let rv = ReferenceValues::parse(
+            r#"{"snp_min_tcb": {"bootloader": 4, "snp": 24, "microcode": 217},
+                "named": {"snp.measurement": ["00"]}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            rv.snp_min_tcb,
+            Some(SnpTcbFloor {
+                bootloader: 4,
+                tee: 0,
+                snp: 24,
+                microcode: 217,
+                fmc: 0
+            })
+        );
+        let e = ReferenceValues::parse(r#"{"snp_min_tcb": {"bootloadr": 4}}"#).unwrap_err();
+        assert!(e.to_string().contains("bootloadr"), "{e}");
+        let e = ReferenceValues::parse(r#"{"snp_min_tcb": {"snp": 300}}"#).unwrap_err();
+        assert!(e.to_string().contains("snp_min_tcb"), "{e}");
+    }
+
+    #[test]
+    fn the_launch_identity_set_per_tee() {
+        let rv = |t: &str| ReferenceValues::parse(t).unwrap();
+        let only_mrtd = rv(r#"{"named": {"tdx.mr_td": ["00"]}}"#);
+        assert!(only_mrtd.mentions(crate::Tee::Tdx));
+        assert_eq!(
+            only_mrtd.missing_launch_identity(crate::Tee::Tdx),
+            ["tdx.rtmr0", "tdx.rtmr1", "tdx.rtmr2"]
+        );
+        let full = rv(
+            r#"{"named": {"tdx.mr_td": ["00"], "tdx.rtmr0": ["00"], "tdx.rtmr1": ["00"], "tdx.rtmr2": ["00"]}}"#,
+        );
+        assert!(full.missing_launch_identity(crate::Tee::Tdx).is_empty());
+        let host_data = rv(r#"{"named": {"snp.host_data": ["00"]}}"#);
+        assert_eq!(
+            host_data.missing_launch_identity(crate::Tee::Snp),
+            ["snp.measurement"]
+        );
+        assert!(!host_data.mentions(crate::Tee::Tdx));
+        let cca = rv(r#"{"cca": {"realm": [{"initial-measurement": "00"}]}}"#);
+        assert!(cca.missing_launch_identity(crate::Tee::Cca).is_empty());
     }
 }

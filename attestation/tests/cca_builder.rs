@@ -249,12 +249,15 @@ fn sim_tokens_are_marked_simulated() {
         "{:#?}",
         a.failures
     );
-    // ... appraised on its checks when allowed, and still marked simulated.
+    // ... appraised on its checks when allowed, still marked simulated, and
+    // never rated as hardware: warning at best.
     let v = sim_verifier(anchor(&cpak, &s, true), true, rv.clone());
     let a = v
         .appraise(Tee::Sim, &tok, Some(nonce), Some(&[0x17; 64]), 0)
         .unwrap();
-    assert_eq!(a.status, Status::Affirming, "{:#?}", a.failures);
+    assert_eq!(a.status, Status::Warning, "{:#?}", a.failures);
+    assert_eq!(a.trust_vector["hardware"], 32);
+    assert_eq!(a.trust_vector["runtime-opaque"], 32);
     assert!(a.simulated);
     assert!(a.failures.is_empty(), "{:#?}", a.failures);
     // Sim evidence against a hardware trust anchor is not sim.
@@ -457,4 +460,126 @@ fn platform_cache_skips_only_a_verified_identical_platform_token() {
     let off = PlatformCache::new(0);
     assert!(t.verify_with_cache(&store, &off).ok());
     assert!(off.is_empty());
+}
+
+fn cca_verifier(cpak: &SigningKey, s: &TokenSpec, rv: &str) -> Verifier {
+    sim_verifier(
+        anchor(cpak, s, false),
+        false,
+        ReferenceValues::parse(rv).unwrap(),
+    )
+}
+
+#[test]
+fn reference_values_are_graded_per_category_and_must_identify_the_launch() {
+    let cpak = SigningKey::generate(SigAlg::Es384);
+    let rak = SigningKey::generate(SigAlg::Es384);
+    let s = spec(Collection::Tag907, true);
+    let tok = cca::build(&s, &cpak, &rak).unwrap();
+    let rim = hex::encode([0x33; 32]);
+    let implementation_id = hex::encode(&s.platform.implementation_id);
+    // Platform (firmware) values only: hardware affirming, but the launch is
+    // not identified, so executables stay unrecognised: warning.
+    let v = cca_verifier(
+        &cpak,
+        &s,
+        &format!(r#"{{"cca": {{"platform": [{{"implementation-id": "{implementation_id}"}}]}}}}"#),
+    );
+    let a = v.appraise(Tee::Cca, &tok, None, None, 0).unwrap();
+    assert_eq!(a.status, Status::Warning, "{:#?}", a.failures);
+    assert_eq!(a.trust_vector["hardware"], 2);
+    assert_eq!(a.trust_vector["executables"], 33);
+    let f = a
+        .failures
+        .iter()
+        .find(|f| f.claim == "reference values identify the launch")
+        .unwrap();
+    assert!(
+        f.expected.contains("cca-realm-initial-measurement"),
+        "{f:?}"
+    );
+    // An initdata value alone (named RPV): the same.
+    let v = cca_verifier(
+        &cpak,
+        &s,
+        &format!(
+            r#"{{"named": {{"cca-realm-personalization-value": ["{}"]}}}}"#,
+            hex::encode([0x17; 64])
+        ),
+    );
+    let a = v.appraise(Tee::Cca, &tok, None, None, 0).unwrap();
+    assert_eq!(a.status, Status::Warning);
+    assert_eq!(a.trust_vector["executables"], 33);
+    assert_eq!(a.trust_vector["configuration"], 2);
+    // The RIM identifies the launch: affirming.
+    let v = cca_verifier(
+        &cpak,
+        &s,
+        &format!(r#"{{"named": {{"cca-realm-initial-measurement": ["{rim}"]}}}}"#),
+    );
+    let a = v.appraise(Tee::Cca, &tok, None, None, 0).unwrap();
+    assert_eq!(a.status, Status::Affirming, "{:#?}", a.failures);
+}
+
+#[test]
+fn a_platform_lifecycle_other_than_secured_is_contraindicated() {
+    let cpak = SigningKey::generate(SigAlg::Es384);
+    let rak = SigningKey::generate(SigAlg::Es384);
+    let mut s = spec(Collection::Tag907, true);
+    // non-PSA-RoT debug
+    s.platform.lifecycle = 0x4000;
+    let tok = cca::build(&s, &cpak, &rak).unwrap();
+    let v = cca_verifier(&cpak, &s, "{}");
+    let a = v.appraise(Tee::Cca, &tok, None, None, 0).unwrap();
+    assert_eq!(a.status, Status::Contraindicated, "{:#?}", a.failures);
+    assert_eq!(a.trust_vector["configuration"], 96);
+    assert_eq!(a.trust_vector["runtime-opaque"], 96);
+    assert!(a.failures.iter().any(|f| f.claim == "platform lifecycle"));
+}
+
+#[test]
+fn named_reference_value_sets_report_which_matched() {
+    let cpak = SigningKey::generate(SigAlg::Es384);
+    let rak = SigningKey::generate(SigAlg::Es384);
+    let s = spec(Collection::Tag907, true);
+    let tok = cca::build(&s, &cpak, &rak).unwrap();
+    let set = |b: u8| {
+        format!(
+            r#"{{"named": {{"cca-realm-initial-measurement": ["{}"]}}}}"#,
+            hex::encode([b; 32])
+        )
+    };
+    let v = cca_verifier(
+        &cpak,
+        &s,
+        &format!(
+            r#"{{"sets": {{"web": {}, "db": {}}}}}"#,
+            set(0x33),
+            set(0x44)
+        ),
+    );
+    let a = v.appraise(Tee::Cca, &tok, None, None, 0).unwrap();
+    assert_eq!(a.reference_value_sets, ["web"]);
+    assert_eq!(a.status, Status::Affirming, "{:#?}", a.failures);
+    // No set matches: an executables failure naming each set.
+    let v = cca_verifier(
+        &cpak,
+        &s,
+        &format!(r#"{{"sets": {{"db": {}}}}}"#, set(0x44)),
+    );
+    let a = v.appraise(Tee::Cca, &tok, None, None, 0).unwrap();
+    assert!(a.reference_value_sets.is_empty());
+    assert_eq!(a.status, Status::Warning);
+    let f = a
+        .failures
+        .iter()
+        .find(|f| f.claim == "reference-value sets")
+        .unwrap();
+    assert!(
+        f.found.contains("db: cca-realm-initial-measurement"),
+        "{f:?}"
+    );
+    // Sets do not nest, and a set must parse.
+    assert!(ReferenceValues::parse(r#"{"sets": {"a": {"sets": {}}}}"#).is_err());
+    assert!(ReferenceValues::parse(r#"{"sets": {"a": 5}}"#).is_err());
 }

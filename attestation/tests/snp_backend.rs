@@ -58,3 +58,70 @@ fn collateral_dir_takes_certificates_and_skips_the_rest() {
         assert!(c.ok, "{c:?}");
     }
 }
+
+fn backend_with(certs: &[&str], rv: &str) -> Verifier {
+    let dir = std::env::temp_dir().join(format!(
+        "cloister-snp-backend-{}-{}",
+        std::process::id(),
+        certs.join("-")
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    for c in certs {
+        std::fs::write(dir.join(c), td("snp", c)).unwrap();
+    }
+    let backend = SnpBackend::new(Some(&dir)).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    Verifier::new(VerifierConfig {
+        reference_values: cloister_attestation::ReferenceValues::parse(rv).unwrap(),
+        ..Default::default()
+    })
+    .unwrap()
+    .with_backend(Tee::Snp, Arc::new(backend))
+}
+
+#[test]
+fn a_tcb_below_the_floor_is_contraindicated_and_named() {
+    let report = td("snp", "virtee-sev-report_milan.bin");
+    let v = backend_with(
+        &["virtee-sev-vcek_milan.der"],
+        r#"{"snp_min_tcb": {"bootloader": 255}}"#,
+    );
+    let a = v
+        .appraise(Tee::Snp, &report, None, None, JUNE_2025)
+        .unwrap();
+    assert_eq!(a.status, cloister_attestation::Status::Contraindicated);
+    assert_eq!(a.trust_vector["hardware"], 96);
+    for name in ["snp reported_tcb", "snp committed_tcb", "snp launch_tcb"] {
+        let f = a.failures.iter().find(|f| f.claim == name).unwrap();
+        assert!(
+            f.found.contains("bootloader") && f.found.contains("< 255"),
+            "{f:?}"
+        );
+    }
+    // At or above the floor: the TCB checks pass.
+    let v = backend_with(&["virtee-sev-vcek_milan.der"], r#"{"snp_min_tcb": {}}"#);
+    let a = v
+        .appraise(Tee::Snp, &report, None, None, JUNE_2025)
+        .unwrap();
+    for name in ["snp reported_tcb", "snp committed_tcb", "snp launch_tcb"] {
+        let c = a.checks.iter().find(|c| c.claim == name).unwrap();
+        assert!(c.ok, "{c:?}");
+        assert_eq!(c.category, cloister_attestation::Category::TcbRevoked);
+    }
+}
+
+#[test]
+fn a_report_at_vmpl_above_zero_is_contraindicated() {
+    // Trustee's VLEK test report was requested at VMPL 1.
+    let report = td("snp", "trustee-test-vlek-report.bin");
+    let v = backend_with(&["trustee-test-vlek.der"], "{}");
+    let a = v
+        .appraise(Tee::Snp, &report, None, None, JUNE_2025)
+        .unwrap();
+    let f = a.checks.iter().find(|c| c.claim == "vmpl").unwrap();
+    assert!(!f.ok);
+    assert_eq!(f.category, cloister_attestation::Category::UnsafeState);
+    assert_eq!(a.status, cloister_attestation::Status::Contraindicated);
+    assert_eq!(a.trust_vector["configuration"], 96);
+    assert_eq!(a.trust_vector["runtime-opaque"], 96);
+}

@@ -465,6 +465,42 @@ fn trustee_json_evidence_genoa_v3_verifies() {
 }
 
 #[test]
+fn trustee_json_refuses_bad_input_with_a_reason_instead_of_truncating() {
+    let text = String::from_utf8(td("trustee-as-e2e-snp-evidence.json")).unwrap();
+    let base: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let refused = |edit: &dyn Fn(&mut serde_json::Value)| -> String {
+        let mut v = base.clone();
+        edit(&mut v);
+        from_trustee_json(v.to_string().as_bytes())
+            .unwrap_err()
+            .to_string()
+    };
+    // A version that does not fit 32 bits was truncated before.
+    let e = refused(&|v| v["attestation_report"]["version"] = serde_json::json!(1u64 << 33));
+    assert!(e.contains("version") || e.contains("u32"), "{e}");
+    // A TCB SPL above 255 was truncated to its low byte before.
+    let e = refused(&|v| v["attestation_report"]["reported_tcb"]["snp"] = serde_json::json!(256));
+    assert!(e.contains("256"), "{e}");
+    // A missing TCB SPL was zero-filled before.
+    let e = refused(&|v| {
+        v["attestation_report"]["launch_tcb"]
+            .as_object_mut()
+            .unwrap()
+            .remove("microcode");
+    });
+    assert!(e.contains("microcode"), "{e}");
+    // Wrong lengths name the field.
+    let e = refused(&|v| v["attestation_report"]["measurement"] = serde_json::json!([1, 2, 3]));
+    assert!(e.contains("measurement: 3 bytes, expected 48"), "{e}");
+    let e = refused(&|v| v["cert_chain"][0]["data"] = serde_json::json!([1, 300]));
+    assert!(e.contains("300"), "{e}");
+    let e = refused(&|v| {
+        v.as_object_mut().unwrap().remove("attestation_report");
+    });
+    assert!(e.contains("attestation_report"), "{e}");
+}
+
+#[test]
 fn cert_table_is_parsed() {
     // Build a table: VCEK entry + terminator.
     let vcek = td("trustee-test-vcek.der");

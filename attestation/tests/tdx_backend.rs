@@ -39,14 +39,62 @@ fn verifier(tag: &str, mr_td: &str) -> Verifier {
     let dir = collateral_dir(tag);
     let backend = TdxBackend::new(Some(&dir)).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
-    let rv =
-        ReferenceValues::parse(&format!(r#"{{"named": {{"tdx.mr_td": ["{mr_td}"]}}}}"#)).unwrap();
+    let rv = full_rv(mr_td);
     Verifier::new(VerifierConfig {
         reference_values: rv,
         ..Default::default()
     })
     .unwrap()
     .with_backend(Tee::Tdx, Arc::new(backend))
+}
+
+/// Reference values that identify the quote's launch: MRTD (as given) and
+/// the quote's RTMR0..2.
+fn full_rv(mr_td: &str) -> ReferenceValues {
+    let q = cloister_attestation::tdx::Quote::parse(&td("dcap-qvl-tdx_quote")).unwrap();
+    let c = cloister_attestation::tdx::TdxClaims::from_quote(&q, "UpToDate".into(), Vec::new());
+    ReferenceValues::parse(&format!(
+        r#"{{"named": {{"tdx.mr_td": ["{mr_td}"], "tdx.rtmr0": ["{}"], "tdx.rtmr1": ["{}"], "tdx.rtmr2": ["{}"]}}}}"#,
+        c.rtmr0, c.rtmr1, c.rtmr2
+    ))
+    .unwrap()
+}
+
+#[test]
+fn mrtd_alone_does_not_identify_the_launch() {
+    let dir = collateral_dir("mrtd-only");
+    let backend = TdxBackend::new(Some(&dir)).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let rv =
+        ReferenceValues::parse(&format!(r#"{{"named": {{"tdx.mr_td": ["{MR_TD}"]}}}}"#)).unwrap();
+    let v = Verifier::new(VerifierConfig {
+        reference_values: rv,
+        ..Default::default()
+    })
+    .unwrap()
+    .with_backend(Tee::Tdx, Arc::new(backend));
+    let a = v
+        .appraise(
+            Tee::Tdx,
+            &td("dcap-qvl-tdx_quote"),
+            Some(quote_report_data()),
+            Some(&[]),
+            NOW_V4,
+        )
+        .unwrap();
+    // Firmware (MRTD) matched: hardware; the kernel is unidentified.
+    assert_eq!(a.status, Status::Warning, "{:?}", a.failures);
+    assert_eq!(a.trust_vector["executables"], 33);
+    assert_eq!(a.trust_vector["hardware"], 2);
+    let f = a
+        .failures
+        .iter()
+        .find(|f| f.claim == "reference values identify the launch")
+        .unwrap();
+    assert!(
+        f.expected.contains("tdx.rtmr0, tdx.rtmr1, tdx.rtmr2"),
+        "{f:?}"
+    );
 }
 
 fn quote_report_data() -> ReportData {
@@ -132,10 +180,12 @@ fn outdated_quote_is_not_affirming() {
             NOW_OUTDATED,
         )
         .unwrap();
-    assert_ne!(a.status, Status::Affirming);
+    // dcap-qvl refuses the TCB outright: contraindicated hardware.
+    assert_eq!(a.status, Status::Contraindicated);
+    assert_eq!(a.trust_vector["hardware"], 96);
     let tcb = a.checks.iter().find(|c| c.claim == "tcb_status").unwrap();
     assert!(!tcb.ok);
-    assert_eq!(tcb.category, Category::Configuration);
+    assert_eq!(tcb.category, Category::TcbRevoked);
     assert!(tcb.found.contains("No matching TCB level"), "{}", tcb.found);
 }
 
@@ -254,8 +304,7 @@ fn collateral_dir_skips_files_that_are_not_collateral() {
             "ta.json"
         ]
     );
-    let rv =
-        ReferenceValues::parse(&format!(r#"{{"named": {{"tdx.mr_td": ["{MR_TD}"]}}}}"#)).unwrap();
+    let rv = full_rv(MR_TD);
     let v = Verifier::new(VerifierConfig {
         reference_values: rv,
         ..Default::default()

@@ -1,6 +1,9 @@
 # Sample resource policy for development: releases to sim evidence whatever
-# the KBS configuration says, but still never to insecure "sample" evidence
-# or to evidence with appraisal failures. Load with
+# the KBS configuration says, and only to sim evidence (hardware evidence
+# needs a policy that checks its reference values, e.g. resource-policy.rego);
+# never to insecure "sample" evidence or to evidence with appraisal
+# failures. (The KBS still appraises sim evidence only when started with
+# --allow-simulated.) Load with
 #   cloister kbs admin --kbs URL --key KEY set-policy resource policies/kbs/allow-sim-resource-policy.rego
 package policy
 
@@ -21,6 +24,7 @@ status := s if {
 evidence := cpu0["ear.veraison.annotated-evidence"]
 
 allow if {
+	cpu0["ear.cloister.simulated"] == true
 	status in {"affirming", "warning"}
 	not evidence.runtime_data_claims["insecure-sample"]
 	count(evidence.failures) == 0

@@ -3,14 +3,24 @@
 # Input (built by cloister-attestation after the cryptographic checks):
 #   checks:          [{claim, category, ok, expected, found}]
 #                    categories: signature, trust-anchor, binding, freshness,
-#                    executables, configuration, hardware, init-data
+#                    executables, configuration, hardware, init-data,
+#                    unsafe-state, tcb-revoked, tcb-outdated, launch-identity
 #   simulated:       true when the evidence came from a simulated trust anchor
 #   allow_simulated: true when the caller accepts simulated evidence
 #
-# Simulated evidence (the sim backend) is appraised like any CCA platform
-# whose trust anchor is configured: refused (96) unless the caller allows it,
-# and then rated on its checks alone. The EAR marks it simulated either way,
-# and the KBS's default resource policy refuses it unless configured to allow.
+# Simulated evidence (the sim backend) is refused (hardware and
+# runtime-opaque 96) unless the caller allows it. Allowed, it is rated on its
+# checks but never as hardware: hardware 32 (unsafe hardware) and
+# runtime-opaque 32 (memory isolated, not encrypted), so its status is at
+# best "warning" and no policy that requires "affirming" (Trustee's samples
+# included) can mistake it for a hardware TEE. The EAR also marks it
+# `ear.cloister.simulated`.
+#
+# Unsafe states (SNP debug or VMPL > 0, TDX debug, CCA lifecycle not
+# secured) are contraindicated: configuration and runtime-opaque 96. A
+# revoked or below-minimum TCB is hardware 96; an out-of-date TCB is
+# hardware 32 (warning). Reference values that do not identify the launch
+# leave executables unrecognized (33).
 #
 # Output `result`: {status, trust_vector} with AR4SI values. Status is the
 # worst tier over the claims that were set (0 = no claim is ignored).
@@ -45,6 +55,8 @@ instance_identity := 99 if {
 # --- hardware ------------------------------------------------------------
 hardware := 99 if {
 	failed("signature")
+} else := 96 if {
+	failed("tcb-revoked")
 } else := 97 if {
 	failed("hardware")
 } else := 97 if {
@@ -52,6 +64,10 @@ hardware := 99 if {
 } else := 96 if {
 	input.simulated
 	not input.allow_simulated
+} else := 32 if {
+	input.simulated
+} else := 32 if {
+	failed("tcb-outdated")
 } else := 2 if {
 	checked("signature")
 } else := 0
@@ -61,6 +77,8 @@ executables := 99 if {
 	failed("signature")
 } else := 33 if {
 	failed("executables")
+} else := 33 if {
+	failed("launch-identity")
 } else := 2 if {
 	checked("executables")
 } else := 33
@@ -68,6 +86,8 @@ executables := 99 if {
 # --- configuration -------------------------------------------------------
 configuration := 99 if {
 	failed("signature")
+} else := 96 if {
+	failed("unsafe-state")
 } else := 96 if {
 	failed("init-data")
 } else := 32 if {
@@ -84,6 +104,10 @@ runtime_opaque := 96 if {
 	not input.allow_simulated
 } else := 99 if {
 	failed("signature")
+} else := 96 if {
+	failed("unsafe-state")
+} else := 32 if {
+	input.simulated
 } else := 2
 
 trust_vector := {

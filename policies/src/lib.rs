@@ -237,7 +237,8 @@ mod tests {
         let cases: Vec<(Option<&str>, bool, bool, &str)> = vec![
             (None, false, false, "affirming"),
             (None, true, false, "contraindicated"),
-            (None, true, true, "affirming"),
+            // Allowed sim evidence is never rated as hardware: warning at best.
+            (None, true, true, "warning"),
             (Some("signature"), false, false, "contraindicated"),
             (Some("trust-anchor"), false, false, "contraindicated"),
             (Some("binding"), false, false, "contraindicated"),
@@ -246,6 +247,11 @@ mod tests {
             (Some("configuration"), false, false, "warning"),
             (Some("hardware"), false, false, "contraindicated"),
             (Some("init-data"), false, false, "contraindicated"),
+            (Some("unsafe-state"), false, false, "contraindicated"),
+            (Some("unsafe-state"), true, true, "contraindicated"),
+            (Some("tcb-revoked"), false, false, "contraindicated"),
+            (Some("tcb-outdated"), false, false, "warning"),
+            (Some("launch-identity"), false, false, "warning"),
         ];
         for (fail, sim, allow, want) in cases {
             let mut checks = all_ok();
@@ -255,6 +261,22 @@ mod tests {
             let input = json!({"checks": checks, "simulated": sim, "allow_simulated": allow});
             let out = p.eval(APPRAISAL_QUERY, &input, None).unwrap();
             assert_eq!(out["status"], json!(want), "fail={fail:?} sim={sim}: {out}");
+            // The claim each unsafe state lands in (AR4SI values).
+            let tv = &out["trust_vector"];
+            match (fail, sim) {
+                (Some("unsafe-state"), _) => {
+                    assert_eq!(tv["configuration"], json!(96), "{out}");
+                    assert_eq!(tv["runtime-opaque"], json!(96), "{out}");
+                }
+                (Some("tcb-revoked"), _) => assert_eq!(tv["hardware"], json!(96), "{out}"),
+                (Some("tcb-outdated"), _) => assert_eq!(tv["hardware"], json!(32), "{out}"),
+                (Some("launch-identity"), _) => assert_eq!(tv["executables"], json!(33), "{out}"),
+                (None, true) if allow => {
+                    assert_eq!(tv["hardware"], json!(32), "{out}");
+                    assert_eq!(tv["runtime-opaque"], json!(32), "{out}");
+                }
+                _ => {}
+            }
         }
     }
 

@@ -135,6 +135,8 @@ fn setup() -> Setup {
     let data = root.join("data");
     std::fs::create_dir_all(&config).unwrap();
     std::fs::create_dir_all(&data).unwrap();
+    // The KBS refuses a data dir that others can read.
+    std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
     let prefix = root.join("admin");
     ok(
         &cloister(
@@ -184,6 +186,9 @@ impl Setup {
             "--resource",
             resource,
         ];
+        if url.starts_with("http://") {
+            a.push("--allow-http");
+        }
         a.extend_from_slice(extra);
         cloister(&self.config, &a)
     }
@@ -195,6 +200,7 @@ fn kbs_releases_to_a_sim_guest_keeps_state_across_restart_and_refuses_by_policy(
     let data = s.data.to_str().unwrap();
     let serve_args = [
         "--insecure-http",
+        "--allow-simulated",
         "--listen",
         "127.0.0.1:0",
         "--data-dir",
@@ -375,7 +381,7 @@ fn kbs_serves_https_with_a_configured_certificate() {
     let s = setup();
     make_certs(&s.root);
     let config = format!(
-        "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\ntls_cert = {:?}\ntls_key = {:?}\nallow_sim = true\n",
+        "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\ntls_cert = {:?}\ntls_key = {:?}\nallow_simulated = true\n",
         s.data,
         s.root.join("server.pem"),
         s.root.join("server.key"),

@@ -81,18 +81,19 @@ fn sim_guest_evidence_verifies_against_measured_reference_values() {
     };
 
     // Accepted: every check passes and simulated evidence is allowed
-    // explicitly, so the verdict is affirming (exit 0), marked simulated.
+    // explicitly. Simulated evidence is never rated as hardware, so the
+    // verdict is warning (exit 1) with no failure, marked simulated.
     let out = verify(&rd, &p("rv.json"), &["--allow-simulated"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         out.status.code(),
-        Some(0),
-        "not accepted:\n{stdout}\n{stderr}"
+        Some(1),
+        "not appraised:\n{stdout}\n{stderr}"
     );
     assert!(
-        stdout.contains("\"affirming\"") && stdout.contains("simulated"),
-        "expected an affirming, simulated verdict:\n{stdout}\n{stderr}"
+        stdout.contains("\"warning\"") && stdout.contains("simulated"),
+        "expected a warning, simulated verdict:\n{stdout}\n{stderr}"
     );
     assert!(!stderr.contains("initial-measurement"), "{stderr}");
     assert!(!stderr.contains("contraindicated"), "{stderr}");

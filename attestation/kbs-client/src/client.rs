@@ -152,6 +152,14 @@ pub enum ClientError {
     /// The resource JWE did not open.
     #[error("resource JWE: {0}")]
     Jwe(#[from] JweError),
+    /// The KBS URL is plain `http://` and the caller did not allow it.
+    #[error(
+        "KBS URL {url} is plain HTTP: expected https:// (plain HTTP must be allowed explicitly)"
+    )]
+    PlainHttp {
+        /// The URL as given.
+        url: String,
+    },
 }
 
 impl ClientError {
@@ -173,6 +181,7 @@ pub struct KbsClient<A> {
     init_data: Option<InitData>,
     token: Option<String>,
     cookie: Option<String>,
+    allow_http: bool,
 }
 
 impl<A> fmt::Debug for KbsClient<A> {
@@ -217,7 +226,38 @@ impl<A: Attester> KbsClient<A> {
             init_data: None,
             token: None,
             cookie: None,
+            allow_http: false,
         }
+    }
+
+    /// Allow (or forbid again) a plain `http://` KBS URL. By default the
+    /// client refuses one before sending anything ([`ClientError::PlainHttp`]):
+    /// secrets still travel as JWE to the TEE key, but the challenge, the
+    /// evidence and the token would be visible and the KBS unauthenticated.
+    /// Call `allow_http(true)` only where configuration says so explicitly,
+    /// e.g. a guest whose initdata permits plain HTTP, or tests on loopback.
+    pub fn allow_http(&mut self, allow: bool) -> &mut Self {
+        self.allow_http = allow;
+        self
+    }
+
+    fn check_scheme(&self) -> Result<(), ClientError> {
+        let lower = self.base.to_ascii_lowercase();
+        if lower.starts_with("https://") || (self.allow_http && lower.starts_with("http://")) {
+            return Ok(());
+        }
+        if lower.starts_with("http://") {
+            return Err(ClientError::PlainHttp {
+                url: self.base.trim_end_matches("/kbs/v0").to_owned(),
+            });
+        }
+        Err(ClientError::Protocol {
+            step: "auth",
+            detail: format!(
+                "KBS URL {} is neither https:// nor http://",
+                self.base.trim_end_matches("/kbs/v0")
+            ),
+        })
     }
 
     /// Send this initdata (the TOML text) in the Attestation message.
@@ -248,6 +288,7 @@ impl<A: Attester> KbsClient<A> {
 
     /// Run auth + attest; keep and return the token.
     pub async fn attest(&mut self) -> Result<String, ClientError> {
+        self.check_scheme()?;
         let request = Request {
             version: PROTOCOL_VERSION.into(),
             tee: self.attester.tee(),
@@ -321,6 +362,7 @@ impl<A: Attester> KbsClient<A> {
     }
 
     async fn fetch(&self, path: &ResourcePath) -> Result<reqwest::Response, ClientError> {
+        self.check_scheme()?;
         let mut req = self.http.get(format!("{}/resource/{path}", self.base));
         if let Some(token) = &self.token {
             req = req.bearer_auth(token);
@@ -380,6 +422,44 @@ mod tests {
         ] {
             assert!(ResourcePath::from_kbs_uri(bad).is_err(), "{bad}");
         }
+    }
+
+    struct NoAttester;
+    impl Attester for NoAttester {
+        fn tee(&self) -> Tee {
+            Tee::Cca
+        }
+        fn evidence(&self, _: &[u8; 64]) -> Result<Value, AttesterError> {
+            Err(AttesterError("not called".into()))
+        }
+    }
+
+    #[test]
+    fn plain_http_is_refused_unless_allowed() {
+        let mut c = KbsClient::new("http://127.0.0.1:1", NoAttester).unwrap();
+        assert!(matches!(
+            c.check_scheme(),
+            Err(ClientError::PlainHttp { url }) if url == "http://127.0.0.1:1"
+        ));
+        c.allow_http(true);
+        assert!(c.check_scheme().is_ok());
+        c.allow_http(false);
+        assert!(c.check_scheme().is_err());
+        let c = KbsClient::new("https://kbs.example", NoAttester).unwrap();
+        assert!(c.check_scheme().is_ok());
+        let c = KbsClient::new("ftp://kbs.example", NoAttester).unwrap();
+        assert!(matches!(
+            c.check_scheme(),
+            Err(ClientError::Protocol { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn attest_over_plain_http_fails_before_any_request() {
+        // Port 1 on loopback: nothing listens; the refusal comes first.
+        let mut c = KbsClient::new("http://127.0.0.1:1", NoAttester).unwrap();
+        let e = c.attest().await.unwrap_err();
+        assert!(matches!(e, ClientError::PlainHttp { .. }), "{e}");
     }
 
     #[test]

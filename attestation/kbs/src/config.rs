@@ -20,8 +20,13 @@ pub struct Config {
     pub tls_cert: Option<PathBuf>,
     /// TLS private key (PEM) for HTTPS.
     pub tls_key: Option<PathBuf>,
-    /// Let the default resource policy release to sim evidence.
-    pub allow_sim: bool,
+    /// Accept evidence from a simulated root of trust (the sim backend, the
+    /// test attester): the verifier appraises it (never better than
+    /// "warning", marked `ear.cloister.simulated`) instead of refusing it,
+    /// and the default resource policy releases to it. Off by default;
+    /// `cloister kbs serve --allow-simulated`. (`allow_sim` is the old name.)
+    #[serde(alias = "allow_sim")]
+    pub allow_simulated: bool,
     /// Accept Trustee's `tee: "sample"` dev evidence (never released by the
     /// default resource policy).
     pub insecure_sample: bool,
@@ -44,6 +49,22 @@ pub struct Config {
     /// certificates (`*.der`, `*.pem`) for raw SNP reports, and Intel
     /// `QuoteCollateralV3` JSON (`*.json`) for TDX quotes.
     pub collateral_dir: Option<PathBuf>,
+    /// The audience (`aud`) admin tokens must name: this KBS.
+    pub admin_audience: String,
+    /// The `iss` of the attestation tokens this KBS issues.
+    pub token_issuer: String,
+    /// Serve the admin API on this address only (and not on `listen`).
+    /// None: the admin API shares `listen`.
+    pub admin_listen: Option<SocketAddr>,
+    /// `/auth` and `/attest` requests per second per client address (0: no
+    /// limit).
+    pub rate_limit_per_sec: u32,
+    /// Burst allowed above the per-client rate.
+    pub rate_limit_burst: u32,
+    /// Requests handled at once (all clients); more are refused with 503.
+    pub max_in_flight: usize,
+    /// Seconds a request (body included) may take before it is answered 503.
+    pub request_timeout_secs: u64,
 }
 
 impl Default for Config {
@@ -54,7 +75,7 @@ impl Default for Config {
             insecure_http: false,
             tls_cert: None,
             tls_key: None,
-            allow_sim: false,
+            allow_simulated: false,
             insecure_sample: false,
             session_ttl_secs: 300,
             max_sessions: 10_000,
@@ -64,6 +85,13 @@ impl Default for Config {
             trust_anchors: None,
             reference_values: None,
             collateral_dir: None,
+            admin_audience: crate::admin::DEFAULT_AUDIENCE.to_string(),
+            token_issuer: "cloister-kbs".to_string(),
+            admin_listen: None,
+            rate_limit_per_sec: 50,
+            rate_limit_burst: 100,
+            max_in_flight: 1024,
+            request_timeout_secs: 30,
         }
     }
 }

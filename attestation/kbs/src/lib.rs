@@ -19,12 +19,15 @@
 pub mod admin;
 pub mod config;
 pub mod jwe;
+pub mod limit;
+#[cfg(feature = "testing")]
 pub mod loadgen;
 pub mod metrics;
 pub mod problem;
 pub mod server;
 pub mod session;
 pub mod store;
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod token;
 

@@ -76,6 +76,7 @@ pub async fn run(cfg: LoadConfig, attester: TestCcaAttester) -> LoadReport {
             while next.fetch_add(1, Ordering::Relaxed) < cfg.flows && Instant::now() < deadline {
                 let t = Instant::now();
                 let mut c = KbsClient::with_http(http.clone(), &cfg.url, attester.clone());
+                c.allow_http(true);
                 match c.get_resource(&cfg.resource).await {
                     Ok(_) => lat.push(t.elapsed().as_secs_f64() * 1000.0),
                     Err(e) => {
@@ -117,4 +118,69 @@ pub async fn run(cfg: LoadConfig, attester: TestCcaAttester) -> LoadReport {
         p50_ms: percentile(&lat, 0.50),
         p99_ms: percentile(&lat, 0.99),
     }
+}
+
+/// What an `/auth` flood got.
+#[derive(Debug, Clone, Default)]
+pub struct FloodReport {
+    /// Requests sent.
+    pub sent: usize,
+    /// Answered 200 (a challenge).
+    pub ok: usize,
+    /// Answered 429 (rate limited).
+    pub limited: usize,
+    /// Any other answer or a transport error.
+    pub errors: usize,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// Send `count` unauthenticated `/auth` requests from `concurrency` tasks
+/// (never attesting), stopping after `max_duration`: the hostile client of
+/// the session-flooding finding. Bounded in count and time.
+pub async fn auth_flood(
+    url: &str,
+    count: usize,
+    concurrency: usize,
+    max_duration: Duration,
+) -> FloodReport {
+    let http = reqwest::Client::new();
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency.max(1) {
+        let http = http.clone();
+        let next = next.clone();
+        let endpoint = format!("{}/kbs/v0/auth", url.trim_end_matches('/'));
+        tasks.push(tokio::spawn(async move {
+            let mut r = FloodReport::default();
+            while next.fetch_add(1, Ordering::Relaxed) < count && start.elapsed() < max_duration {
+                r.sent += 1;
+                let resp = http
+                    .post(&endpoint)
+                    .json(
+                        &serde_json::json!({"version": "0.4.0", "tee": "snp", "extra-params": ""}),
+                    )
+                    .send()
+                    .await;
+                match resp.map(|x| x.status().as_u16()) {
+                    Ok(200) => r.ok += 1,
+                    Ok(429) => r.limited += 1,
+                    _ => r.errors += 1,
+                }
+            }
+            r
+        }));
+    }
+    let mut total = FloodReport::default();
+    for t in tasks {
+        if let Ok(r) = t.await {
+            total.sent += r.sent;
+            total.ok += r.ok;
+            total.limited += r.limited;
+            total.errors += r.errors;
+        }
+    }
+    total.elapsed = start.elapsed();
+    total
 }

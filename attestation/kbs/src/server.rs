@@ -8,12 +8,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{DefaultBodyLimit, MatchedPath, Path as UrlPath, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Path as UrlPath, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine;
 use cloister_attestation::appraisal::Status;
@@ -32,6 +32,7 @@ use serde_json::{json, Value};
 use sha2::Digest;
 
 use crate::config::Config;
+use crate::limit::RateLimiter;
 use crate::metrics::Metrics;
 use crate::problem::Problem;
 use crate::session::{SessionError, Sessions};
@@ -74,7 +75,11 @@ struct VerifierTexts {
     refvals: Option<String>,
 }
 
-fn build_verifier(t: &VerifierTexts, collateral_dir: Option<&Path>) -> Result<Verifier, String> {
+fn build_verifier(
+    t: &VerifierTexts,
+    collateral_dir: Option<&Path>,
+    allow_simulated: bool,
+) -> Result<Verifier, String> {
     let cca_trust_anchors = match &t.anchors {
         Some(a) => TrustAnchorStore::parse(a).map_err(|e| format!("trust anchors: {e}"))?,
         None => TrustAnchorStore::default(),
@@ -86,9 +91,9 @@ fn build_verifier(t: &VerifierTexts, collateral_dir: Option<&Path>) -> Result<Ve
     let verifier = Verifier::new(VerifierConfig {
         cca_trust_anchors,
         reference_values,
-        // Simulated evidence is appraised on its checks and marked; the
-        // resource policy decides whether it gets anything.
-        allow_simulated: true,
+        // Off unless `--allow-simulated`: simulated evidence is then
+        // contraindicated and gets no token at all.
+        allow_simulated,
         collateral_dir: collateral_dir.map(Path::to_owned),
         policy: t.policy.clone(),
     })
@@ -145,8 +150,16 @@ pub struct Kbs {
     texts: Mutex<VerifierTexts>,
     resource_policy: RwLock<Arc<Policy>>,
     admin_keys: Vec<p256::ecdsa::VerifyingKey>,
+    admin_jtis: admin::JtiCache,
+    limiter: RateLimiter,
+    in_flight: Arc<tokio::sync::Semaphore>,
     metrics: Metrics,
 }
+
+/// The client address of a request (set by the guard middleware from the
+/// connection; None when the service runs without connection info).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub Option<std::net::IpAddr>);
 
 impl std::fmt::Debug for Kbs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -210,23 +223,18 @@ fn text_of(store: &dyn Store, key: &str, file: Option<&Path>) -> Result<Option<S
 impl Kbs {
     /// Open a KBS with the embedded file store in `cfg.data_dir`.
     pub fn open(cfg: Config) -> Result<Arc<Self>, KbsError> {
-        std::fs::create_dir_all(&cfg.data_dir).map_err(io_err(format!(
-            "creating data dir {}",
-            cfg.data_dir.display()
-        )))?;
+        private_data_dir(&cfg.data_dir)?;
         let store = Arc::new(FileStore::open(&cfg.data_dir.join("store"))?);
         Self::open_with_store(cfg, store)
     }
 
     /// Open a KBS over any [`Store`] (the signing key still lives in the data dir).
     pub fn open_with_store(cfg: Config, store: Arc<dyn Store>) -> Result<Arc<Self>, KbsError> {
-        std::fs::create_dir_all(&cfg.data_dir).map_err(io_err(format!(
-            "creating data dir {}",
-            cfg.data_dir.display()
-        )))?;
+        private_data_dir(&cfg.data_dir)?;
         let key = load_or_create_signing_key(&cfg.data_dir.join("token-signing-key.pem"))?;
         let mut issuer = EarIssuer::new(key.clone());
         issuer.lifetime_secs = cfg.token_lifetime_secs;
+        issuer.issuer = Some(cfg.token_issuer.clone());
         let token_key = TokenKey::new(&key, &issuer.public_jwk())
             .map_err(|e| KbsError::Config(e.to_string()))?;
         let texts = VerifierTexts {
@@ -242,8 +250,8 @@ impl Kbs {
                 cfg.reference_values.as_deref(),
             )?,
         };
-        let verifier =
-            build_verifier(&texts, cfg.collateral_dir.as_deref()).map_err(KbsError::Config)?;
+        let verifier = build_verifier(&texts, cfg.collateral_dir.as_deref(), cfg.allow_simulated)
+            .map_err(KbsError::Config)?;
         let rp_text = text_of(store.as_ref(), KEY_RESOURCE_POLICY, None)?
             .unwrap_or_else(|| DEFAULT_RESOURCE_POLICY.to_string());
         let resource_policy = Policy::new("resource-policy.rego", &rp_text)
@@ -262,7 +270,9 @@ impl Kbs {
                     .map_err(|e| KbsError::Config(format!("{}: {e}", f.display())))?,
             );
         }
-        let sessions = Sessions::new(Duration::from_secs(cfg.session_ttl_secs), cfg.max_sessions);
+        let sessions = Sessions::new(cfg.session_ttl_secs, cfg.max_sessions);
+        let limiter = RateLimiter::new(cfg.rate_limit_per_sec, cfg.rate_limit_burst, 65_536);
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(cfg.max_in_flight.max(1)));
         Ok(Arc::new(Self {
             cfg,
             store,
@@ -273,6 +283,9 @@ impl Kbs {
             texts: Mutex::new(texts),
             resource_policy: RwLock::new(Arc::new(resource_policy)),
             admin_keys,
+            admin_jtis: admin::JtiCache::new(100_000),
+            limiter,
+            in_flight,
             metrics: Metrics::default(),
         }))
     }
@@ -306,28 +319,54 @@ impl Kbs {
             .clone()
     }
 
-    /// The axum router of the whole service.
+    /// The axum router of the service: the RCAR endpoints, resources and
+    /// health, plus the admin API unless `admin_listen` puts it on a
+    /// listener of its own ([`admin_router`](Self::admin_router)).
     pub fn router(self: &Arc<Self>) -> Router {
-        Router::new()
+        let resource = if self.cfg.admin_listen.is_none() {
+            get(get_resource)
+                .post(set_resource)
+                .put(set_resource)
+                .delete(delete_resource)
+        } else {
+            get(get_resource)
+        };
+        let mut r = Router::new()
             .route("/kbs/v0/auth", post(auth))
             .route("/kbs/v0/attest", post(attest))
+            .route("/kbs/v0/resource/{repo}/{kind}/{tag}", resource)
+            .route("/metrics", get(metrics))
+            .route("/health", get(health))
+            .route("/kbs/v0/health", get(health));
+        if self.cfg.admin_listen.is_none() {
+            r = Self::admin_routes(r);
+        }
+        self.finish_router(r)
+    }
+
+    /// The admin API alone (for `admin_listen`).
+    pub fn admin_router(self: &Arc<Self>) -> Router {
+        let r = Router::new()
             .route(
                 "/kbs/v0/resource/{repo}/{kind}/{tag}",
-                get(get_resource)
-                    .post(set_resource)
-                    .put(set_resource)
-                    .delete(delete_resource),
+                post(set_resource).put(set_resource).delete(delete_resource),
             )
-            .route("/kbs/v0/attestation-policy", post(set_attestation_policy))
+            .route("/health", get(health));
+        self.finish_router(Self::admin_routes(r))
+    }
+
+    fn admin_routes(r: Router<Arc<Self>>) -> Router<Arc<Self>> {
+        r.route("/kbs/v0/attestation-policy", post(set_attestation_policy))
             .route("/kbs/v0/resource-policy", post(set_resource_policy))
             .route("/kbs/v0/reference-value", post(set_reference_values))
             .route("/kbs/v0/trust-anchors", post(set_trust_anchors))
-            .route("/metrics", get(metrics))
-            .route("/health", get(health))
-            .route("/kbs/v0/health", get(health))
-            .fallback(|| async { Problem::not_found("NotFound", "no such endpoint") })
+    }
+
+    fn finish_router(self: &Arc<Self>, r: Router<Arc<Self>>) -> Router {
+        r.fallback(|| async { Problem::not_found("NotFound", "no such endpoint") })
             .layer(middleware::from_fn_with_state(self.clone(), track))
             .layer(DefaultBodyLimit::max(self.cfg.max_body_bytes))
+            .layer(middleware::from_fn_with_state(self.clone(), guard))
             .with_state(self.clone())
     }
 
@@ -337,9 +376,26 @@ impl Kbs {
         listener: tokio::net::TcpListener,
     ) -> Result<(), KbsError> {
         let app = self.router();
-        axum::serve(listener, app)
-            .await
-            .map_err(io_err("serving HTTP".into()))
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .map_err(io_err("serving HTTP".into()))
+    }
+
+    /// Serve the admin API alone over plain HTTP on a bound listener.
+    pub async fn serve_admin_http(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+    ) -> Result<(), KbsError> {
+        let app = self.admin_router();
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .map_err(io_err("serving the admin API over HTTP".into()))
     }
 
     /// Serve according to the configuration: HTTPS with the configured
@@ -357,6 +413,21 @@ impl Kbs {
                 .local_addr()
                 .map_err(io_err(format!("address bound for {addr}")))?;
             tracing::info!("KBS listening on http://{bound}");
+            if let Some(admin_addr) = self.cfg.admin_listen {
+                let admin = tokio::net::TcpListener::bind(admin_addr)
+                    .await
+                    .map_err(io_err(format!("binding admin listener {admin_addr}")))?;
+                let bound = admin
+                    .local_addr()
+                    .map_err(io_err(format!("address bound for {admin_addr}")))?;
+                tracing::info!("KBS admin API listening on http://{bound}");
+                let k = self.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = k.serve_admin_http(admin).await {
+                        tracing::error!("admin listener: {e}");
+                    }
+                });
+            }
             return self.serve_http(listener).await;
         }
         let (Some(cert), Some(key)) = (&self.cfg.tls_cert, &self.cfg.tls_key) else {
@@ -381,11 +452,87 @@ impl Kbs {
             .local_addr()
             .map_err(io_err(format!("address bound for {addr}")))?;
         tracing::info!("KBS listening on https://{bound}");
+        if let Some(admin_addr) = self.cfg.admin_listen {
+            let admin = std::net::TcpListener::bind(admin_addr)
+                .map_err(io_err(format!("binding admin listener {admin_addr}")))?;
+            admin
+                .set_nonblocking(true)
+                .map_err(io_err(format!("configuring the socket of {admin_addr}")))?;
+            let bound = admin
+                .local_addr()
+                .map_err(io_err(format!("address bound for {admin_addr}")))?;
+            tracing::info!("KBS admin API listening on https://{bound}");
+            let app = self.admin_router();
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                if let Err(e) = axum_server::from_tcp_rustls(admin, tls)
+                    .serve(app.into_make_service_with_connect_info::<SocketAddr>())
+                    .await
+                {
+                    tracing::error!("admin listener: {e}");
+                }
+            });
+        }
         let app = self.router();
         axum_server::from_tcp_rustls(listener, tls)
-            .serve(app.into_make_service())
+            .serve(app.into_make_service_with_connect_info::<SocketAddr>())
             .await
             .map_err(io_err("serving HTTPS".into()))
+    }
+}
+
+/// Refuse a data dir others can read or enter; create a missing one 0700.
+fn private_data_dir(dir: &Path) -> Result<(), KbsError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    match std::fs::metadata(dir) {
+        Ok(m) => {
+            let mode = m.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(KbsError::Config(format!(
+                    "data dir {} is mode {mode:04o}: other users can read it; expected 0700 (chmod 700 {})",
+                    dir.display(),
+                    dir.display()
+                )));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io_err(format!("creating data dir {}", dir.display()))),
+        Err(e) => Err(io_err(format!("data dir {}", dir.display()))(e)),
+    }
+}
+
+/// Every request: a bound on requests in flight, a per-client rate limit
+/// on the RCAR endpoints, and a time limit (body included).
+async fn guard(State(k): State<Arc<Kbs>>, mut req: axum::extract::Request, next: Next) -> Response {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    req.extensions_mut().insert(Peer(peer));
+    let Ok(_permit) = k.in_flight.clone().try_acquire_owned() else {
+        return Problem::unavailable("Busy", "too many requests in flight; retry").into_response();
+    };
+    let path = req.uri().path();
+    if path == "/kbs/v0/auth" || path == "/kbs/v0/attest" {
+        if let Some(ip) = peer {
+            if !k.limiter.allow(ip, Instant::now()) {
+                return Problem::too_many(format!("client {ip} exceeded its request rate"))
+                    .into_response();
+            }
+        }
+    }
+    let limit = Duration::from_secs(k.cfg.request_timeout_secs.max(1));
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => Problem::unavailable(
+            "Timeout",
+            format!("request not completed within {} s", limit.as_secs()),
+        )
+        .into_response(),
     }
 }
 
@@ -473,16 +620,55 @@ async fn auth(
             ))
         }
     }
-    let (id, nonce) = k.sessions.open(req.tee);
-    let cookie = format!(
-        "{SESSION_COOKIE}={id}; Path=/kbs/v0; Max-Age={}; HttpOnly",
-        k.cfg.session_ttl_secs
-    );
+    let (value, nonce) = k.sessions.open(req.tee, now_secs());
+    let cookie = session_set_cookie(&k.cfg, &value);
     let challenge = Challenge {
         nonce,
         extra_params: Value::String(String::new()),
     };
     Ok(([(header::SET_COOKIE, cookie)], Json(challenge)).into_response())
+}
+
+/// The `Set-Cookie` value: HttpOnly and SameSite=Strict always, Secure
+/// when served over HTTPS.
+fn session_set_cookie(cfg: &Config, value: &str) -> String {
+    format!(
+        "{SESSION_COOKIE}={value}; Path=/kbs/v0; Max-Age={}; HttpOnly; SameSite=Strict{}",
+        cfg.session_ttl_secs,
+        if cfg.insecure_http { "" } else { "; Secure" }
+    )
+}
+
+fn session_problem(e: SessionError) -> Problem {
+    match e {
+        SessionError::Spent => Problem::unauthorized("NonceReused", e.to_string()),
+        SessionError::Expired { .. } => Problem::unauthorized("ExpiredSession", e.to_string()),
+        SessionError::NotAttested => Problem::unauthorized("NotAttested", e.to_string()),
+        SessionError::Busy => Problem::unavailable("Busy", e.to_string()),
+        SessionError::Unknown => Problem::unauthorized("InvalidSession", e.to_string()),
+    }
+}
+
+/// The verifier's TEE for a protocol TEE: exhaustive, so a new protocol
+/// TEE is refused by name instead of being verified as another kind.
+/// (`Sample` has its own insecure path and is not a verifier TEE.)
+pub fn verifier_tee(tee: Tee) -> Option<VTee> {
+    match tee {
+        Tee::Cca => Some(VTee::Cca),
+        Tee::Snp => Some(VTee::Snp),
+        Tee::Tdx => Some(VTee::Tdx),
+        Tee::AzSnpVtpm
+        | Tee::AzTdxVtpm
+        | Tee::Nvidia
+        | Tee::Sgx
+        | Tee::Csv
+        | Tee::Se
+        | Tee::HygonDcu
+        | Tee::NvidiaDpu
+        | Tee::Tpm
+        | Tee::Sample
+        | Tee::SampleDevice => None,
+    }
 }
 
 fn check_tee_pubkey(key: &TeePubKey) -> Result<(), Problem> {
@@ -506,14 +692,15 @@ fn check_tee_pubkey(key: &TeePubKey) -> Result<(), Problem> {
     }
 }
 
+/// The failing claims, by name only: a refusal tells the client which
+/// claim failed but never the reference value it was compared with.
 fn failures_text(f: &[Failure]) -> String {
     if f.is_empty() {
         return "no individual failure recorded".into();
     }
-    f.iter()
-        .map(|x| x.to_string())
-        .collect::<Vec<_>>()
-        .join("; ")
+    let mut names: Vec<&str> = f.iter().map(|x| x.claim.as_str()).collect();
+    names.dedup();
+    format!("failing claims: {}", names.join(", "))
 }
 
 fn sample_appraisal(evidence: &Value, expected: &[u8; 64]) -> Result<Appraisal, Problem> {
@@ -558,6 +745,7 @@ fn sample_appraisal(evidence: &Value, expected: &[u8; 64]) -> Result<Appraisal, 
         failures,
         checks: Vec::new(),
         policy_id: "sample".into(),
+        reference_value_sets: Vec::new(),
     })
 }
 
@@ -572,10 +760,11 @@ async fn attest(
             format!("no {SESSION_COOKIE} cookie: call /auth first"),
         )
     })?;
-    let (nonce, tee) = k.sessions.take_nonce(&id).map_err(|e| match e {
-        SessionError::Spent => Problem::unauthorized("NonceReused", e.to_string()),
-        _ => Problem::unauthorized("InvalidSession", e.to_string()),
-    })?;
+    let challenge = k
+        .sessions
+        .take_nonce(&id, now_secs())
+        .map_err(session_problem)?;
+    let (nonce, tee) = (challenge.nonce.clone(), challenge.tee);
     let tee_name = tee.to_string();
     let refuse = |p: Problem, outcome: &'static str| {
         k.metrics.attestation(&tee_name, outcome);
@@ -612,11 +801,15 @@ async fn attest(
         Tee::Sample => sample_appraisal(&att.tee_evidence.primary_evidence, &rd)
             .map_err(|p| refuse(p, "malformed"))?,
         other => {
-            let vtee = match other {
-                Tee::Cca => VTee::Cca,
-                Tee::Snp => VTee::Snp,
-                _ => VTee::Tdx,
-            };
+            let vtee = verifier_tee(other).ok_or_else(|| {
+                refuse(
+                    Problem::bad_request(
+                        "UnsupportedTee",
+                        format!("tee {other} is not supported: expected cca, snp or tdx"),
+                    ),
+                    "malformed",
+                )
+            })?;
             let evidence =
                 evidence_bytes(other, &att.tee_evidence.primary_evidence).map_err(|e| {
                     refuse(
@@ -670,19 +863,31 @@ async fn attest(
         runtime_data_claims: Some(runtime),
         init_data_claims: init_claims,
     };
-    let claims = k
+    let mut claims = k
         .issuer
         .claims_json(&[submod], now)
         .map_err(|e| refuse(Problem::internal(format!("building EAR: {e}")), "error"))?;
+    if tee == Tee::Sample {
+        // Trustee's policies recognise insecure evidence by this key.
+        claims["submods"]["cpu0"][cloister_attestation::ear::ANNOTATED_EVIDENCE]["sample"] =
+            att.tee_evidence.primary_evidence.clone();
+    }
     let token = k
         .token_key
         .sign(&claims)
         .map_err(|e| refuse(Problem::internal(format!("signing EAR: {e}")), "error"))?;
     // The session keeps the signed token (a few KiB of text), not the
     // parsed claims tree, which is several times larger in memory.
-    k.sessions.set_attested(&id, Arc::from(token.as_str()));
+    let value = k
+        .sessions
+        .set_attested(&challenge, Arc::from(token.as_str()), now_secs());
     k.metrics.attestation(&tee_name, "ok");
-    Ok(Json(json!({ "token": token })).into_response())
+    // The protocol's sequence re-sends the session cookie with the result.
+    Ok((
+        [(header::SET_COOKIE, session_set_cookie(&k.cfg, &value))],
+        Json(json!({ "token": token })),
+    )
+        .into_response())
 }
 
 /// The bytes the verifier takes for `tee`, from the evidence JSON a Trustee
@@ -722,10 +927,7 @@ async fn get_resource(
             .verify(token, now_secs())
             .map_err(|e| Problem::unauthorized("InvalidToken", format!("attestation token: {e}")))?
     } else if let Some(id) = session_cookie(&headers) {
-        let token = k
-            .sessions
-            .token(&id)
-            .map_err(|e| Problem::unauthorized("InvalidSession", e.to_string()))?;
+        let token = k.sessions.token(&id, now_secs()).map_err(session_problem)?;
         // Issued by us and held server-side: the signature is not re-checked.
         crate::token::claims_of_own_token(&token)
             .map_err(|e| Problem::internal(format!("session token: {e}")))?
@@ -742,10 +944,10 @@ async fn get_resource(
         .ok_or_else(|| {
             Problem::unauthorized("InvalidToken", "token carries no usable tee-pubkey")
         })?;
-    let data = json!({"resource-path": path.to_string(), "allow-sim": k.cfg.allow_sim});
+    let (input, data) = policy_input(&k.cfg, claims, &tee_key, &path);
     match k
         .resource_policy()
-        .eval(RESOURCE_POLICY_QUERY, &claims, Some(&data))
+        .eval(RESOURCE_POLICY_QUERY, &input, Some(&data))
     {
         Ok(Value::Bool(true)) => {}
         Ok(_) | Err(cloister_policy::PolicyError::Undefined(_)) => {
@@ -771,7 +973,61 @@ async fn get_resource(
     Ok(Json(resp).into_response())
 }
 
-fn require_admin(k: &Kbs, headers: &HeaderMap) -> Result<(), Problem> {
+/// The resource policy's input and data. The input is the EAR claims (our
+/// policies read `submods.cpu0`) plus Trustee's backend-agnostic
+/// `trust_context` (`attestation_summary.verification_result` is true only
+/// for affirming, non-simulated, non-sample evidence); the data carries the
+/// path as Trustee's earlier KBS did (`"resource-path": "REPO/TYPE/TAG"`),
+/// Trustee's `plugin` and `query`, and our `allow-sim`. A Trustee resource
+/// policy therefore runs unchanged.
+pub fn policy_input(
+    cfg: &Config,
+    mut claims: Value,
+    tee_key: &TeePubKey,
+    path: &ResourcePath,
+) -> (Value, Value) {
+    let cpu0 = &claims["submods"]["cpu0"];
+    let evidence = &cpu0[cloister_attestation::ear::ANNOTATED_EVIDENCE];
+    let simulated = cpu0[cloister_attestation::ear::SIMULATED] == Value::Bool(true);
+    let sample = evidence["runtime_data_claims"]["insecure-sample"] == Value::Bool(true);
+    let affirming = cpu0["ear.status"] == "affirming";
+    let tee_type: Vec<String> = evidence
+        .as_object()
+        .map(|o| {
+            o.keys()
+                .filter(|k| ["cca", "snp", "tdx", "sim", "sample"].contains(&k.as_str()))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let summary = json!({
+        "tee_type": tee_type,
+        "policy_ids": [cpu0["ear.appraisal-policy-id"].clone()],
+        "issuer": claims["iss"].clone(),
+        "verification_result": affirming && !simulated && !sample,
+        "claims": claims.clone(),
+    });
+    claims["trust_context"] = json!({
+        "attestation_summary": summary,
+        "tee_pubkey": tee_key,
+        "custom_claims": {},
+    });
+    let data = json!({
+        "resource-path": path.to_string(),
+        "plugin": "resource",
+        "query": {},
+        "allow-sim": cfg.allow_simulated,
+    });
+    (claims, data)
+}
+
+fn require_admin(k: &Kbs, headers: &HeaderMap, peer: Peer) -> Result<(), Problem> {
+    if k.cfg.insecure_http && !peer.0.is_some_and(|ip| ip.is_loopback()) {
+        return Err(Problem::forbidden(
+            "AdminOverPlainHttp",
+            "the admin API over plain HTTP is served to loopback clients only",
+        ));
+    }
     if k.admin_keys.is_empty() {
         return Err(Problem::unauthorized(
             "AdminDisabled",
@@ -784,17 +1040,23 @@ fn require_admin(k: &Kbs, headers: &HeaderMap) -> Result<(), Problem> {
             "admin write needs Authorization: Bearer <admin token>",
         )
     })?;
-    admin::verify_token(token, &k.admin_keys, now_secs())
-        .map_err(|e| Problem::unauthorized("AdminUnauthorized", e.to_string()))
+    let now = now_secs();
+    let claims = admin::verify_token(token, &k.admin_keys, now, &k.cfg.admin_audience)
+        .map_err(|e| Problem::unauthorized("AdminUnauthorized", e.to_string()))?;
+    k.admin_jtis.check(&claims, now).map_err(|e| match e {
+        admin::JtiError::Replayed => Problem::unauthorized("AdminUnauthorized", e.to_string()),
+        admin::JtiError::Full => Problem::unavailable("Busy", e.to_string()),
+    })
 }
 
 async fn set_resource(
     State(k): State<Arc<Kbs>>,
+    Extension(peer): Extension<Peer>,
     headers: HeaderMap,
     path: Result<UrlPath<(String, String, String)>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
-    require_admin(&k, &headers)?;
+    require_admin(&k, &headers, peer)?;
     let path = resource_path(path)?;
     let body = body.map_err(body_problem)?;
     k.store
@@ -806,10 +1068,11 @@ async fn set_resource(
 
 async fn delete_resource(
     State(k): State<Arc<Kbs>>,
+    Extension(peer): Extension<Peer>,
     headers: HeaderMap,
     path: Result<UrlPath<(String, String, String)>, PathRejection>,
 ) -> Result<Response, Problem> {
-    require_admin(&k, &headers)?;
+    require_admin(&k, &headers, peer)?;
     let path = resource_path(path)?;
     if k.store
         .delete(Namespace::Resource, &path.to_string())
@@ -857,8 +1120,12 @@ fn update_verifier(
     let mut texts = k.texts.lock().unwrap_or_else(|e| e.into_inner());
     let mut candidate = texts.clone();
     set(&mut candidate, text.clone());
-    let verifier = build_verifier(&candidate, k.cfg.collateral_dir.as_deref())
-        .map_err(|e| Problem::bad_request("BadConfig", e))?;
+    let verifier = build_verifier(
+        &candidate,
+        k.cfg.collateral_dir.as_deref(),
+        k.cfg.allow_simulated,
+    )
+    .map_err(|e| Problem::bad_request("BadConfig", e))?;
     k.store
         .put(Namespace::Config, key, text.as_bytes())
         .map_err(|e| Problem::internal(e.to_string()))?;
@@ -870,20 +1137,22 @@ fn update_verifier(
 
 async fn set_attestation_policy(
     State(k): State<Arc<Kbs>>,
+    Extension(peer): Extension<Peer>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
-    require_admin(&k, &headers)?;
+    require_admin(&k, &headers, peer)?;
     let text = policy_text(&body.map_err(body_problem)?)?;
     update_verifier(&k, KEY_ATTESTATION_POLICY, text, |t, v| t.policy = Some(v))
 }
 
 async fn set_resource_policy(
     State(k): State<Arc<Kbs>>,
+    Extension(peer): Extension<Peer>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
-    require_admin(&k, &headers)?;
+    require_admin(&k, &headers, peer)?;
     let text = policy_text(&body.map_err(body_problem)?)?;
     let policy = Policy::new("resource-policy.rego", &text)
         .map_err(|e| Problem::bad_request("BadPolicy", e.to_string()))?;
@@ -903,20 +1172,22 @@ fn utf8_body(body: Result<Bytes, BytesRejection>) -> Result<String, Problem> {
 
 async fn set_reference_values(
     State(k): State<Arc<Kbs>>,
+    Extension(peer): Extension<Peer>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
-    require_admin(&k, &headers)?;
+    require_admin(&k, &headers, peer)?;
     let text = utf8_body(body)?;
     update_verifier(&k, KEY_REFERENCE_VALUES, text, |t, v| t.refvals = Some(v))
 }
 
 async fn set_trust_anchors(
     State(k): State<Arc<Kbs>>,
+    Extension(peer): Extension<Peer>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
-    require_admin(&k, &headers)?;
+    require_admin(&k, &headers, peer)?;
     let text = utf8_body(body)?;
     update_verifier(&k, KEY_TRUST_ANCHORS, text, |t, v| t.anchors = Some(v))
 }
@@ -966,6 +1237,71 @@ mod tests {
             body: bad
         })
         .is_err());
+    }
+
+    #[test]
+    fn every_protocol_tee_maps_to_a_verifier_or_is_refused() {
+        assert_eq!(verifier_tee(Tee::Cca), Some(VTee::Cca));
+        assert_eq!(verifier_tee(Tee::Snp), Some(VTee::Snp));
+        assert_eq!(verifier_tee(Tee::Tdx), Some(VTee::Tdx));
+        // No fallback to TDX for TEEs we do not verify.
+        for t in [Tee::Sgx, Tee::AzTdxVtpm, Tee::Csv, Tee::Tpm, Tee::Sample] {
+            assert_eq!(verifier_tee(t), None, "{t}");
+        }
+    }
+
+    #[test]
+    fn session_cookie_is_secure_over_https_and_strict_always() {
+        let https = Config::default();
+        let c = session_set_cookie(&https, "v");
+        assert!(
+            c.ends_with("; Secure") && c.contains("SameSite=Strict"),
+            "{c}"
+        );
+        let http = Config {
+            insecure_http: true,
+            ..Config::default()
+        };
+        let c = session_set_cookie(&http, "v");
+        assert!(!c.contains("Secure"), "{c}");
+        assert!(c.contains("HttpOnly; SameSite=Strict"), "{c}");
+    }
+
+    #[test]
+    fn admin_over_plain_http_is_refused_off_loopback() {
+        let dir = tempfile::tempdir().unwrap();
+        // The KBS refuses a data dir that others can read.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
+        let k = Kbs::open(Config {
+            data_dir: dir.path().to_owned(),
+            insecure_http: true,
+            ..Config::default()
+        })
+        .unwrap();
+        let h = HeaderMap::new();
+        let off = Peer(Some("192.0.2.7".parse().unwrap()));
+        let e = require_admin(&k, &h, off).unwrap_err();
+        assert_eq!(e.kind, "AdminOverPlainHttp");
+        assert_eq!(e.status, StatusCode::FORBIDDEN);
+        let e = require_admin(&k, &h, Peer(None)).unwrap_err();
+        assert_eq!(e.kind, "AdminOverPlainHttp");
+        // From loopback the token is what decides (none configured here).
+        let e = require_admin(&k, &h, Peer(Some("127.0.0.1".parse().unwrap()))).unwrap_err();
+        assert_eq!(e.kind, "AdminDisabled");
+    }
+
+    #[test]
+    fn failures_text_names_claims_only() {
+        let t = failures_text(&[Failure {
+            claim: "realm initial-measurement".into(),
+            expected: "4242".into(),
+            found: "1111".into(),
+        }]);
+        assert_eq!(t, "failing claims: realm initial-measurement");
     }
 
     #[test]

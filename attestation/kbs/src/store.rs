@@ -63,11 +63,17 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
 }
 
 impl FileStore {
-    /// Open (creating) a store under `root`.
+    /// Open (creating) a store under `root`. Directories are created 0700
+    /// and files 0600: the store holds the secrets.
     pub fn open(root: &Path) -> Result<Self, StoreError> {
+        use std::os::unix::fs::DirBuilderExt;
         for ns in [Namespace::Resource, Namespace::Config] {
             let d = root.join(ns.dir());
-            fs::create_dir_all(&d).map_err(io(&d))?;
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&d)
+                .map_err(io(&d))?;
         }
         Ok(Self {
             root: root.to_owned(),
@@ -104,9 +110,11 @@ impl Store for FileStore {
             hex::encode(rand::random::<[u8; 8]>())
         ));
         let write = || -> std::io::Result<()> {
+            use std::os::unix::fs::OpenOptionsExt;
             let mut f = fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
+                .mode(0o600)
                 .open(&tmp)?;
             f.write_all(value)?;
             f.sync_all()?;

@@ -135,10 +135,11 @@ impl TokenKey {
             .ok()
             .and_then(|x| serde_json::from_slice(&x).ok())
             .ok_or_else(|| malformed("JWT body is not base64url JSON"))?;
-        if let Some(exp) = claims["exp"].as_i64() {
-            if now > exp {
-                return Err(TokenError::Expired { exp, now });
-            }
+        let exp = claims["exp"]
+            .as_i64()
+            .ok_or_else(|| malformed("JWT has no exp: tokens without an expiry are refused"))?;
+        if now > exp {
+            return Err(TokenError::Expired { exp, now });
         }
         Ok(claims)
     }
@@ -201,6 +202,12 @@ mod tests {
         assert!(matches!(
             key.verify("a.b", 150),
             Err(TokenError::Malformed(_))
+        ));
+        // A token without exp, even correctly signed, is refused.
+        let forever = key.sign(&json!({"iat": 100, "submods": {}})).unwrap();
+        assert!(matches!(
+            key.verify(&forever, 150),
+            Err(TokenError::Malformed(m)) if m.contains("no exp")
         ));
         assert!(matches!(
             key.verify(&format!("{t}.x"), 150),

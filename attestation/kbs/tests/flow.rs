@@ -37,6 +37,9 @@ fn write_admin_key(dir: &Path) -> p256::ecdsa::SigningKey {
 }
 
 async fn start_with(dir: &Path, tweak: impl FnOnce(&mut Config)) -> Server {
+    // The KBS refuses a data dir others can read (tempdir is 0755 here).
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
     let admin = if dir.join("admin.key.pem").exists() {
         admin::signing_key_from_pem(&std::fs::read_to_string(dir.join("admin.key.pem")).unwrap())
             .unwrap()
@@ -57,7 +60,7 @@ async fn start_with(dir: &Path, tweak: impl FnOnce(&mut Config)) -> Server {
     let mut cfg = Config {
         data_dir: dir.to_owned(),
         insecure_http: true,
-        allow_sim: true,
+        allow_simulated: true,
         trust_anchors: Some(anchors),
         max_body_bytes: 64 * 1024,
         ..Config::default()
@@ -207,7 +210,14 @@ impl Session {
 fn assert_problem(status: u16, body: &Value, want_status: u16, kind: &str) {
     assert_eq!(status, want_status, "{body}");
     assert_eq!(body["status"], json!(want_status), "{body}");
-    assert!(body["type"].as_str().unwrap().ends_with(kind), "{body}");
+    assert_eq!(body["title"], json!(kind), "{body}");
+    // The type is the protocol's where it has one, ours otherwise.
+    let ty = body["type"].as_str().unwrap();
+    assert!(
+        ty.starts_with("https://github.com/confidential-containers/kbs/errors/")
+            || ty == format!("tag:cloister,2026:kbs/errors/{kind}"),
+        "{body}"
+    );
     assert!(!body["detail"].as_str().unwrap().is_empty(), "{body}");
 }
 
@@ -223,6 +233,7 @@ async fn full_flow_releases_resource_by_token_and_by_cookie() {
     s.set_resource("default/key/1", b"the secret").await;
 
     let mut client = KbsClient::new(&s.url, TestCcaAttester::new().unwrap()).unwrap();
+    client.allow_http(true);
     let path: ResourcePath = "default/key/1".parse().unwrap();
     assert_eq!(client.get_resource(&path).await.unwrap(), b"the secret");
 
@@ -289,7 +300,7 @@ async fn wrong_nonce_is_refused() {
     assert_problem(st, &v, 401, "NonceMismatch");
     assert!(v.get("token").is_none());
     let (st, text) = sess.get("default/key/1", Some(&sess.cookie), None).await;
-    problem_of(st, &text, 401, "InvalidSession");
+    problem_of(st, &text, 401, "NotAttested");
 
     // Right nonce field but evidence bound to another nonce: appraisal fails.
     let sess = auth(&s.url).await;
@@ -325,7 +336,7 @@ async fn replayed_attestation_and_foreign_cookie_are_refused() {
     assert_problem(st, &v, 401, "NonceMismatch");
     // B's cookie (never attested) does not read A's resource; nor does a made-up one.
     let (st, text) = a.get("default/key/1", Some(&b.cookie), None).await;
-    problem_of(st, &text, 401, "InvalidSession");
+    problem_of(st, &text, 401, "NotAttested");
     let (st, text) = a
         .get("default/key/1", Some("kbs-session-id=00"), None)
         .await;
@@ -345,6 +356,7 @@ async fn token_from_another_kbs_is_refused() {
     let s2 = start(d2.path()).await;
     s1.set_resource("default/key/1", b"x").await;
     let mut c = KbsClient::new(&s2.url, TestCcaAttester::new().unwrap()).unwrap();
+    c.allow_http(true);
     let token = c.attest().await.unwrap();
     let sess = auth(&s1.url).await;
     let (st, text) = sess.get("default/key/1", None, Some(&token)).await;
@@ -352,6 +364,7 @@ async fn token_from_another_kbs_is_refused() {
     assert!(text.contains("signature"), "{text}");
     // A token whose body was altered after signing.
     let mut c1 = KbsClient::new(&s1.url, TestCcaAttester::new().unwrap()).unwrap();
+    c1.allow_http(true);
     let good = c1.attest().await.unwrap();
     let p: Vec<&str> = good.split('.').collect();
     let mut claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(p[1]).unwrap()).unwrap();
@@ -413,6 +426,7 @@ async fn evidence_failing_appraisal_is_refused() {
     let mut attester = TestCcaAttester::new().unwrap();
     attester.wrong_platform_key = true;
     let mut c = KbsClient::new(&s.url, attester).unwrap();
+    c.allow_http(true);
     let err = c
         .get_resource(&"default/key/1".parse().unwrap())
         .await
@@ -433,6 +447,7 @@ async fn evidence_failing_appraisal_is_refused() {
 
     // Initdata whose digest is not the RPV.
     let mut c = KbsClient::new(&s.url, TestCcaAttester::new().unwrap()).unwrap();
+    c.allow_http(true);
     c.set_init_data("version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n".into());
     let err = c.attest().await.unwrap_err();
     assert_eq!(err.status(), Some(401), "{err}");
@@ -453,6 +468,7 @@ async fn matching_initdata_is_accepted() {
     let mut attester = TestCcaAttester::new().unwrap();
     attester.set_init_data_digest(&digest);
     let mut c = KbsClient::new(&s.url, attester).unwrap();
+    c.allow_http(true);
     c.set_init_data(body.into());
     assert_eq!(
         c.get_resource(&"default/key/1".parse().unwrap())
@@ -464,22 +480,20 @@ async fn matching_initdata_is_accepted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resource_denied_by_policy() {
-    // Default policy, sim not allowed by config: sim evidence gets a token
-    // (appraised, marked simulated) but no resource.
+    // Without allow_simulated (the default), sim evidence gets no token at
+    // all: the appraisal is contraindicated and names the claim.
     let dir = tempfile::tempdir().unwrap();
-    let s = start_with(dir.path(), |c| c.allow_sim = false).await;
+    let s = start_with(dir.path(), |c| c.allow_simulated = false).await;
     s.set_resource("default/key/1", b"x").await;
     let mut c = KbsClient::new(&s.url, TestCcaAttester::new().unwrap()).unwrap();
+    c.allow_http(true);
     let err = c
         .get_resource(&"default/key/1".parse().unwrap())
         .await
         .unwrap_err();
-    assert_eq!(err.status(), Some(403), "{err}");
-    assert!(
-        err.to_string()
-            .contains("resource policy denies default/key/1"),
-        "{err}"
-    );
+    assert_eq!(err.status(), Some(401), "{err}");
+    assert!(err.to_string().contains("simulated"), "{err}");
+    assert!(c.token().is_none());
 
     // A custom policy restricting the repository.
     let dir = tempfile::tempdir().unwrap();
@@ -491,6 +505,7 @@ async fn resource_denied_by_policy() {
         .await;
     assert_eq!(r.status(), 200);
     let mut c = KbsClient::new(&s.url, TestCcaAttester::new().unwrap()).unwrap();
+    c.allow_http(true);
     assert_eq!(
         c.get_resource(&"default/key/1".parse().unwrap())
             .await
@@ -542,6 +557,7 @@ async fn sample_tee_needs_insecure_flag_and_is_never_released() {
     let s = start_with(dir.path(), |c| c.insecure_sample = true).await;
     s.set_resource("default/key/1", b"x").await;
     let mut c = KbsClient::new(&s.url, Sample).unwrap();
+    c.allow_http(true);
     let token = c.attest().await.unwrap();
     let claims: Value = serde_json::from_slice(
         &URL_SAFE_NO_PAD
@@ -612,6 +628,7 @@ async fn admin_writes_need_a_valid_token() {
     assert_eq!(r.status(), 401);
     // Nothing was stored: an attested client finds no resource.
     let mut c = KbsClient::new(&s.url, TestCcaAttester::new().unwrap()).unwrap();
+    c.allow_http(true);
     let err = c
         .get_resource(&"default/key/1".parse().unwrap())
         .await
@@ -727,6 +744,7 @@ async fn restart_keeps_resources_and_policies() {
     }
     let s = start(dir.path()).await;
     let mut c = KbsClient::new(&s.url, TestCcaAttester::new().unwrap()).unwrap();
+    c.allow_http(true);
     assert_eq!(
         c.get_resource(&"default/key/1".parse().unwrap())
             .await
@@ -753,6 +771,7 @@ async fn client_reattests_on_401() {
     let s = start_with(dir.path(), |c| c.token_lifetime_secs = 1).await;
     s.set_resource("default/key/1", b"x").await;
     let mut c = KbsClient::new(&s.url, TestCcaAttester::new().unwrap()).unwrap();
+    c.allow_http(true);
     let path: ResourcePath = "default/key/1".parse().unwrap();
     assert_eq!(c.get_resource(&path).await.unwrap(), b"x");
     let first = c.token().unwrap().to_string();
@@ -763,4 +782,262 @@ async fn client_reattests_on_401() {
     problem_of(st, &text, 401, "InvalidToken");
     assert_eq!(c.get_resource(&path).await.unwrap(), b"x");
     assert_ne!(c.token().unwrap(), first);
+}
+
+// ---- hardening (issue 12 §2, §3) -------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_flood_never_evicts_an_attested_session() {
+    let dir = tempfile::tempdir().unwrap();
+    // A small table: the old one evicted the oldest session, attested or not.
+    let s = start_with(dir.path(), |c| {
+        c.max_sessions = 4;
+        c.rate_limit_per_sec = 0;
+    })
+    .await;
+    s.set_resource("default/key/1", b"kept").await;
+    let attester = TestCcaAttester::new().unwrap();
+    let a = auth(&s.url).await;
+    let (st, v) = a
+        .post_attest(&a.cookie, &a.attestation(&a.nonce, &attester))
+        .await;
+    assert_eq!(st, 200, "{v}");
+    for _ in 0..500 {
+        let r = a
+            .http
+            .post(format!("{}/kbs/v0/auth", s.url))
+            .json(&json!({"version": "0.4.0", "tee": "cca", "extra-params": ""}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    // /auth stored nothing; the attested session still reads.
+    assert_eq!(s.kbs.session_count(), 1);
+    let (st, text) = a.get("default/key/1", Some(&a.cookie), None).await;
+    assert_eq!(st, 200, "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookies_iss_and_the_attest_response_follow_the_protocol() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path()).await;
+    s.set_resource("default/key/1", b"x").await;
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{}/kbs/v0/auth", s.url))
+        .json(&json!({"version": "0.4.0", "tee": "cca", "extra-params": ""}))
+        .send()
+        .await
+        .unwrap();
+    let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(set.contains("HttpOnly"), "{set}");
+    assert!(set.contains("SameSite=Strict"), "{set}");
+    // Plain HTTP here: no Secure (HTTPS adds it; unit test in server.rs).
+    assert!(
+        !set.contains("Secure;") && !set.ends_with("Secure"),
+        "{set}"
+    );
+
+    let a = auth(&s.url).await;
+    let attester = TestCcaAttester::new().unwrap();
+    let r = a
+        .http
+        .post(format!("{}/kbs/v0/attest", s.url))
+        .header("cookie", &a.cookie)
+        .json(&a.attestation(&a.nonce, &attester))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // /attest re-sends the session cookie, and the re-sent cookie works.
+    let resent = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(resent.starts_with("kbs-session-id="), "{resent}");
+    let body: Value = r.json().await.unwrap();
+    let token = body["token"].as_str().unwrap();
+    let claims: Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(token.split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["iss"], json!("cloister-kbs"), "{claims}");
+    assert!(claims["exp"].as_i64().unwrap() > claims["iat"].as_i64().unwrap());
+    // Sim evidence: never affirming, hardware not claimed genuine.
+    let cpu0 = &claims["submods"]["cpu0"];
+    assert_eq!(cpu0["ear.status"], json!("warning"), "{claims}");
+    assert_eq!(
+        cpu0["ear.trustworthiness-vector"]["hardware"],
+        json!(32),
+        "{claims}"
+    );
+    let (st, text) = a.get("default/key/1", Some(&resent), None).await;
+    assert_eq!(st, 200, "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_names_the_claim_but_not_the_expected_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path()).await;
+    let sess = auth(&s.url).await;
+    let attester = TestCcaAttester::new().unwrap();
+    let wrong = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+    let mut body = sess.attestation(&wrong, &attester);
+    body["runtime-data"]["nonce"] = json!(sess.nonce);
+    let (st, v) = sess.post_attest(&sess.cookie, &body).await;
+    assert_problem(st, &v, 401, "AttestationFailed");
+    assert_eq!(
+        v["type"],
+        json!("https://github.com/confidential-containers/kbs/errors/VerificationFailed")
+    );
+    let detail = v["detail"].as_str().unwrap();
+    assert!(detail.contains("report_data"), "{detail}");
+    // The expected report data is the binding of this session's nonce: not in the body.
+    let expected = hex::encode(report_data(&sess.nonce, &sess.key.public_jwk(), "").unwrap());
+    assert!(!detail.contains(&expected[..32]), "{detail}");
+    assert!(!detail.contains("expected"), "{detail}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_tokens_are_single_use_short_lived_and_audience_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path()).await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/kbs/v0/resource/default/key/1", s.url);
+    let post = |token: String| {
+        let http = http.clone();
+        let url = url.clone();
+        async move {
+            let r = http
+                .post(&url)
+                .bearer_auth(token)
+                .body("x")
+                .send()
+                .await
+                .unwrap();
+            let st = r.status().as_u16();
+            (st, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let t = s.admin_token();
+    assert_eq!(post(t.clone()).await.0, 200);
+    let (st, v) = post(t).await;
+    assert_problem(st, &v, 401, "AdminUnauthorized");
+    assert!(v["detail"].as_str().unwrap().contains("jti"), "{v}");
+    let (st, v) = post(admin::sign_token_for(&s.admin, now(), 60, "another-kbs")).await;
+    assert_problem(st, &v, 401, "AdminUnauthorized");
+    assert!(v["detail"].as_str().unwrap().contains("aud"), "{v}");
+    let (st, v) = post(admin::sign_token(&s.admin, now(), 3600)).await;
+    assert_problem(st, &v, 401, "AdminUnauthorized");
+    assert!(v["detail"].as_str().unwrap().contains("lifetime"), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_separate_admin_listener_takes_the_admin_api_off_the_main_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_with(dir.path(), |c| {
+        c.admin_listen = Some("127.0.0.1:1".parse().unwrap());
+    })
+    .await;
+    let http = reqwest::Client::new();
+    // On the main listener the admin API is gone.
+    let r = http
+        .post(format!("{}/kbs/v0/resource/default/key/1", s.url))
+        .bearer_auth(s.admin_token())
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    let r = http
+        .post(format!("{}/kbs/v0/resource-policy", s.url))
+        .bearer_auth(s.admin_token())
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    // On the admin listener it works.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin_url = format!("http://{}", listener.local_addr().unwrap());
+    let k = s.kbs.clone();
+    let task = tokio::spawn(async move {
+        let _ = k.serve_admin_http(listener).await;
+    });
+    let r = http
+        .post(format!("{admin_url}/kbs/v0/resource/default/key/1"))
+        .bearer_auth(s.admin_token())
+        .body("on-admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    // ... and the admin listener serves no RCAR.
+    let r = http
+        .post(format!("{admin_url}/kbs/v0/auth"))
+        .json(&json!({"version": "0.4.0", "tee": "cca", "extra-params": ""}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    task.abort();
+    let mut c = KbsClient::new(&s.url, TestCcaAttester::new().unwrap()).unwrap();
+    c.allow_http(true);
+    assert_eq!(
+        c.get_resource(&"default/key/1".parse().unwrap())
+            .await
+            .unwrap(),
+        b"on-admin"
+    );
+}
+
+#[test]
+fn a_data_dir_others_can_read_is_refused_and_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let err = Kbs::open(Config {
+        data_dir: data.clone(),
+        ..Config::default()
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("0755") && err.contains("chmod 700"), "{err}");
+    // A missing one is created 0700, the signing key 0600.
+    let fresh = dir.path().join("fresh");
+    let kbs = Kbs::open(Config {
+        data_dir: fresh.clone(),
+        ..Config::default()
+    })
+    .unwrap();
+    drop(kbs);
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&fresh), 0o700);
+    assert_eq!(mode(&fresh.join("token-signing-key.pem")), 0o600);
+    assert_eq!(mode(&fresh.join("store")), 0o700);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_resources_are_private_files() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path()).await;
+    s.set_resource("default/key/1", b"x").await;
+    let res_dir = std::fs::read_dir(dir.path().join("store"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| std::fs::read_dir(p).unwrap().next().is_some())
+        .unwrap();
+    for f in std::fs::read_dir(&res_dir).unwrap() {
+        let m = f.unwrap().metadata().unwrap().permissions().mode() & 0o777;
+        assert_eq!(m, 0o600);
+    }
 }

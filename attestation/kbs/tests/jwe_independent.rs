@@ -113,6 +113,12 @@ fn kbs_response_opens_in_jwcrypto() {
         .unwrap();
     rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
+        // The KBS refuses a data dir that others can read.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
         let (sk_pem, pk_pem) = admin::keygen().unwrap();
         std::fs::write(dir.path().join("admin.pub.pem"), pk_pem).unwrap();
         let admin_key = admin::signing_key_from_pem(&sk_pem).unwrap();
@@ -121,7 +127,7 @@ fn kbs_response_opens_in_jwcrypto() {
         let kbs = Kbs::open(Config {
             data_dir: dir.path().to_owned(),
             insecure_http: true,
-            allow_sim: true,
+            allow_simulated: true,
             trust_anchors: Some(anchors),
             ..Config::default()
         })
@@ -146,6 +152,7 @@ fn kbs_response_opens_in_jwcrypto() {
         // Attest with the client library, then fetch the raw JWE with the token.
         let sk = p256::SecretKey::random(&mut rand::rngs::OsRng);
         let mut c = KbsClient::new(&url, TestCcaAttester::new().unwrap()).unwrap();
+        c.allow_http(true);
         c.set_tee_key(TeeKey::from_secret(sk.clone()));
         let token = c.attest().await.unwrap();
         // The client library opens it too.

@@ -596,137 +596,196 @@ pub fn parse_cert_table(table: &[u8]) -> Result<Vec<Vec<u8>>, SnpError> {
     Ok(out)
 }
 
+/// A TCB_VERSION as Trustee's SNP attester writes it (`fmc` null or absent
+/// before Turin).
+#[derive(Debug, Clone, Copy, serde::Deserialize)]
+struct TrusteeTcb {
+    #[serde(default)]
+    fmc: Option<u8>,
+    bootloader: u8,
+    tee: u8,
+    snp: u8,
+    microcode: u8,
+}
+
+impl TrusteeTcb {
+    /// The 64-bit TCB_VERSION: Turin layout when `fmc` is present.
+    fn raw(self) -> u64 {
+        u64::from_le_bytes(match self.fmc {
+            Some(fmc) => [
+                fmc,
+                self.bootloader,
+                self.tee,
+                self.snp,
+                0,
+                0,
+                0,
+                self.microcode,
+            ],
+            None => [
+                self.bootloader,
+                self.tee,
+                0,
+                0,
+                0,
+                0,
+                self.snp,
+                self.microcode,
+            ],
+        })
+    }
+}
+
+/// A firmware version `{major, minor, build}`.
+#[derive(Debug, Clone, Copy, serde::Deserialize)]
+struct TrusteeVersion {
+    major: u8,
+    minor: u8,
+    build: u8,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct TrusteeSignature {
+    r: Vec<u8>,
+    s: Vec<u8>,
+}
+
+/// `attestation_report` as Trustee's SNP attester serialises the report
+/// (byte strings as arrays of numbers). Fields are typed: a number out of
+/// range, a missing field or a wrong length is refused with the field name,
+/// never truncated or zero-filled.
+#[derive(Debug, serde::Deserialize)]
+struct TrusteeReport {
+    version: u32,
+    guest_svn: u32,
+    policy: u64,
+    family_id: Vec<u8>,
+    image_id: Vec<u8>,
+    vmpl: u32,
+    sig_algo: u32,
+    current_tcb: TrusteeTcb,
+    plat_info: u64,
+    key_info: u32,
+    report_data: Vec<u8>,
+    measurement: Vec<u8>,
+    host_data: Vec<u8>,
+    id_key_digest: Vec<u8>,
+    author_key_digest: Vec<u8>,
+    report_id: Vec<u8>,
+    report_id_ma: Vec<u8>,
+    reported_tcb: TrusteeTcb,
+    #[serde(default)]
+    cpuid_fam_id: Option<u8>,
+    #[serde(default)]
+    cpuid_mod_id: Option<u8>,
+    #[serde(default)]
+    cpuid_step: Option<u8>,
+    chip_id: Vec<u8>,
+    committed_tcb: TrusteeTcb,
+    #[serde(default)]
+    current: Option<TrusteeVersion>,
+    #[serde(default)]
+    committed: Option<TrusteeVersion>,
+    launch_tcb: TrusteeTcb,
+    #[serde(default)]
+    launch_mit_vector: Option<u64>,
+    #[serde(default)]
+    current_mit_vector: Option<u64>,
+    signature: TrusteeSignature,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct TrusteeCert {
+    data: Vec<u8>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct TrusteeEvidence {
+    attestation_report: TrusteeReport,
+    #[serde(default)]
+    cert_chain: Option<Vec<TrusteeCert>>,
+}
+
 /// Evidence as Trustee's SNP attester sends it:
 /// `{"attestation_report": {…}, "cert_chain": [{"cert_type": "VCEK", "data": […]}]}`.
-/// Rebuilds the raw report per the ABI layout and returns it with the certificates.
+/// Decoded into typed fields (refusing out-of-range numbers and wrong
+/// lengths by name) and laid out as the raw report per the ABI; returned
+/// with the certificates.
 pub fn from_trustee_json(json: &[u8]) -> Result<(Vec<u8>, Vec<Vec<u8>>), SnpError> {
-    let v: serde_json::Value = serde_json::from_slice(json)
-        .map_err(|e| SnpError::Report(ReportError::Json(e.to_string())))?;
     let j = |reason: String| SnpError::Report(ReportError::Json(reason));
-    let r = v
-        .get("attestation_report")
-        .ok_or_else(|| j("missing attestation_report".into()))?;
+    let ev: TrusteeEvidence = serde_json::from_slice(json).map_err(|e| j(e.to_string()))?;
+    let r = &ev.attestation_report;
     let mut b = vec![0u8; REPORT_LEN];
-    let num = |k: &str| -> Result<u64, SnpError> {
-        r.get(k)
-            .and_then(serde_json::Value::as_u64)
-            .ok_or_else(|| j(format!("attestation_report.{k}: expected an integer")))
-    };
-    let bytes = |val: Option<&serde_json::Value>, k: &str, n: usize| -> Result<Vec<u8>, SnpError> {
-        let arr = val
-            .and_then(serde_json::Value::as_array)
-            .ok_or_else(|| j(format!("{k}: expected an array of {n} bytes")))?;
-        if arr.len() != n {
-            return Err(j(format!("{k}: {} bytes, expected {n}", arr.len())));
+    let mut put = |off: usize, k: &str, src: &[u8], n: usize| -> Result<(), SnpError> {
+        if src.len() != n {
+            return Err(j(format!("{k}: {} bytes, expected {n}", src.len())));
         }
-        arr.iter()
-            .map(|x| {
-                x.as_u64()
-                    .and_then(|x| u8::try_from(x).ok())
-                    .ok_or_else(|| j(format!("{k}: not a byte")))
-            })
-            .collect()
+        b[off..off + n].copy_from_slice(src);
+        Ok(())
     };
-    let tcb = |k: &str| -> Result<u64, SnpError> {
-        let t = r
-            .get(k)
-            .ok_or_else(|| j(format!("attestation_report.{k}: missing")))?;
-        let f = |n: &str| t.get(n).and_then(serde_json::Value::as_u64).unwrap_or(0) as u8;
-        let turin = t.get("fmc").is_some_and(|x| !x.is_null());
-        Ok(u64::from_le_bytes(if turin {
-            [
-                f("fmc"),
-                f("bootloader"),
-                f("tee"),
-                f("snp"),
-                0,
-                0,
-                0,
-                f("microcode"),
-            ]
-        } else {
-            [
-                f("bootloader"),
-                f("tee"),
-                0,
-                0,
-                0,
-                0,
-                f("snp"),
-                f("microcode"),
-            ]
-        }))
-    };
-    let put = |b: &mut [u8], off: usize, src: &[u8]| b[off..off + src.len()].copy_from_slice(src);
-    put(&mut b, 0x00, &(num("version")? as u32).to_le_bytes());
-    put(&mut b, 0x04, &(num("guest_svn")? as u32).to_le_bytes());
-    put(&mut b, 0x08, &num("policy")?.to_le_bytes());
-    for (k, off, n) in [
-        ("family_id", 0x10, 16),
-        ("image_id", 0x20, 16),
-        ("report_data", 0x50, 64),
-        ("measurement", 0x90, 48),
-        ("host_data", 0xC0, 32),
-        ("id_key_digest", 0xE0, 48),
-        ("author_key_digest", 0x110, 48),
-        ("report_id", 0x140, 32),
-        ("report_id_ma", 0x160, 32),
-        ("chip_id", 0x1A0, 64),
+    put(0x00, "version", &r.version.to_le_bytes(), 4)?;
+    put(0x04, "guest_svn", &r.guest_svn.to_le_bytes(), 4)?;
+    put(0x08, "policy", &r.policy.to_le_bytes(), 8)?;
+    put(0x10, "family_id", &r.family_id, 16)?;
+    put(0x20, "image_id", &r.image_id, 16)?;
+    put(0x30, "vmpl", &r.vmpl.to_le_bytes(), 4)?;
+    put(0x34, "sig_algo", &r.sig_algo.to_le_bytes(), 4)?;
+    put(0x38, "current_tcb", &r.current_tcb.raw().to_le_bytes(), 8)?;
+    put(0x40, "plat_info", &r.plat_info.to_le_bytes(), 8)?;
+    put(0x48, "key_info", &r.key_info.to_le_bytes(), 4)?;
+    put(0x50, "report_data", &r.report_data, 64)?;
+    put(0x90, "measurement", &r.measurement, 48)?;
+    put(0xC0, "host_data", &r.host_data, 32)?;
+    put(0xE0, "id_key_digest", &r.id_key_digest, 48)?;
+    put(0x110, "author_key_digest", &r.author_key_digest, 48)?;
+    put(0x140, "report_id", &r.report_id, 32)?;
+    put(0x160, "report_id_ma", &r.report_id_ma, 32)?;
+    put(
+        0x180,
+        "reported_tcb",
+        &r.reported_tcb.raw().to_le_bytes(),
+        8,
+    )?;
+    for (k, off, v) in [
+        ("cpuid_fam_id", 0x188, r.cpuid_fam_id),
+        ("cpuid_mod_id", 0x189, r.cpuid_mod_id),
+        ("cpuid_step", 0x18A, r.cpuid_step),
     ] {
-        let v = bytes(r.get(k), k, n)?;
-        put(&mut b, off, &v);
+        if let Some(x) = v {
+            put(off, k, &[x], 1)?;
+        }
     }
-    put(&mut b, 0x30, &(num("vmpl")? as u32).to_le_bytes());
-    put(&mut b, 0x34, &(num("sig_algo")? as u32).to_le_bytes());
-    put(&mut b, 0x38, &tcb("current_tcb")?.to_le_bytes());
-    put(&mut b, 0x40, &num("plat_info")?.to_le_bytes());
-    put(&mut b, 0x48, &(num("key_info")? as u32).to_le_bytes());
-    put(&mut b, 0x180, &tcb("reported_tcb")?.to_le_bytes());
-    for (k, off) in [
-        ("cpuid_fam_id", 0x188),
-        ("cpuid_mod_id", 0x189),
-        ("cpuid_step", 0x18A),
+    put(0x1A0, "chip_id", &r.chip_id, 64)?;
+    put(
+        0x1E0,
+        "committed_tcb",
+        &r.committed_tcb.raw().to_le_bytes(),
+        8,
+    )?;
+    for (k, off, v) in [
+        ("current", 0x1E8, r.current),
+        ("committed", 0x1EC, r.committed),
     ] {
-        if let Some(x) = r.get(k).and_then(serde_json::Value::as_u64) {
-            b[off] = x as u8;
+        if let Some(v) = v {
+            put(off, k, &[v.build, v.minor, v.major], 3)?;
         }
     }
-    put(&mut b, 0x1E0, &tcb("committed_tcb")?.to_le_bytes());
-    for (k, off) in [("current", 0x1E8), ("committed", 0x1EC)] {
-        if let Some(ver) = r.get(k) {
-            let f = |n: &str| ver.get(n).and_then(serde_json::Value::as_u64).unwrap_or(0) as u8;
-            put(&mut b, off, &[f("build"), f("minor"), f("major")]);
+    put(0x1F0, "launch_tcb", &r.launch_tcb.raw().to_le_bytes(), 8)?;
+    for (k, off, v) in [
+        ("launch_mit_vector", 0x1F8, r.launch_mit_vector),
+        ("current_mit_vector", 0x200, r.current_mit_vector),
+    ] {
+        if let Some(x) = v {
+            put(off, k, &x.to_le_bytes(), 8)?;
         }
     }
-    put(&mut b, 0x1F0, &tcb("launch_tcb")?.to_le_bytes());
-    for (k, off) in [("launch_mit_vector", 0x1F8), ("current_mit_vector", 0x200)] {
-        if let Some(x) = r.get(k).and_then(serde_json::Value::as_u64) {
-            put(&mut b, off, &x.to_le_bytes());
-        }
-    }
-    let sig = r
-        .get("signature")
-        .ok_or_else(|| j("attestation_report.signature: missing".into()))?;
-    put(&mut b, 0x2A0, &bytes(sig.get("r"), "signature.r", 72)?);
-    put(&mut b, 0x2A0 + 72, &bytes(sig.get("s"), "signature.s", 72)?);
-
-    let mut certs = Vec::new();
-    if let Some(chain) = v.get("cert_chain").and_then(serde_json::Value::as_array) {
-        for (i, c) in chain.iter().enumerate() {
-            let data = c
-                .get("data")
-                .and_then(serde_json::Value::as_array)
-                .ok_or_else(|| j(format!("cert_chain[{i}].data: expected a byte array")))?;
-            let der = data
-                .iter()
-                .map(|x| {
-                    x.as_u64()
-                        .and_then(|x| u8::try_from(x).ok())
-                        .ok_or_else(|| j(format!("cert_chain[{i}].data: not a byte")))
-                })
-                .collect::<Result<Vec<u8>, _>>()?;
-            certs.push(der);
-        }
-    }
+    put(0x2A0, "signature.r", &r.signature.r, 72)?;
+    put(0x2A0 + 72, "signature.s", &r.signature.s, 72)?;
+    let certs = ev
+        .cert_chain
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.data)
+        .collect();
     Ok((b, certs))
 }

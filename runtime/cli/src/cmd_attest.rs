@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use anyhow::Context;
+#[cfg(feature = "testing")]
 use cloister_kbs::testing::TestCcaAttester;
 use cloister_kbs_client::client::cca_evidence_json;
 use cloister_kbs_client::kbs_types::{InitData, Tee};
@@ -23,8 +24,8 @@ pub struct AttestArgs {
     #[arg(long, value_name = "URL")]
     kbs: String,
     /// Attester: `sim` (this host's sim platform; register its trust anchor
-    /// from `cloister sim trust-anchor` with the KBS) or `test` (published
-    /// Trustee test keys).
+    /// from `cloister sim trust-anchor` with the KBS) or, in builds with the
+    /// `testing` feature, `test` (published Trustee test keys).
     #[arg(long, value_enum, default_value = "sim")]
     tee: AttesterKind,
     /// Resource to fetch, REPO/TYPE/TAG.
@@ -39,11 +40,15 @@ pub struct AttestArgs {
     /// Write the resource here instead of stdout.
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
+    /// Allow a plain http:// KBS URL (refused by default).
+    #[arg(long)]
+    allow_http: bool,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum AttesterKind {
     Sim,
+    #[cfg(feature = "testing")]
     Test,
 }
 
@@ -99,20 +104,17 @@ pub fn run(a: AttestArgs) -> anyhow::Result<()> {
             let opts = HostOptions::from_env();
             let platform = SimPlatform::load_or_create(&opts.config_dir)?;
             let rmm = SimRmm::new(platform, RealmMeasurement::zero(HashAlgo::Sha256), rpv);
-            rt.block_on(fetch(
-                KbsClient::with_http(http, &a.kbs, SimAttester(Mutex::new(rmm))),
-                init,
-                &a.resource,
-            ))?
+            let mut client = KbsClient::with_http(http, &a.kbs, SimAttester(Mutex::new(rmm)));
+            client.allow_http(a.allow_http);
+            rt.block_on(fetch(client, init, &a.resource))?
         }
+        #[cfg(feature = "testing")]
         AttesterKind::Test => {
             let mut t = TestCcaAttester::new()?;
             t.rpv = rpv;
-            rt.block_on(fetch(
-                KbsClient::with_http(http, &a.kbs, t),
-                init,
-                &a.resource,
-            ))?
+            let mut client = KbsClient::with_http(http, &a.kbs, t);
+            client.allow_http(a.allow_http);
+            rt.block_on(fetch(client, init, &a.resource))?
         }
     };
     match &a.output {

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use base64::Engine as _;
+#[cfg(feature = "testing")]
 use cloister_kbs::loadgen::{self, LoadConfig};
+#[cfg(feature = "testing")]
 use cloister_kbs::testing::TestCcaAttester;
 use cloister_kbs::{admin, Config, Kbs};
 use cloister_kbs_client::ResourcePath;
@@ -26,7 +28,9 @@ enum KbsCommand {
     /// Administer a KBS: generate an admin key, write resources, policies,
     /// reference values and trust anchors.
     Admin(AdminArgs),
-    /// Load-test an in-process KBS on loopback with full RCAR flows.
+    /// Load-test an in-process KBS on loopback with full RCAR flows (builds
+    /// with the `testing` feature only: it uses the test attester).
+    #[cfg(feature = "testing")]
     Bench(BenchArgs),
 }
 
@@ -44,9 +48,11 @@ struct ServeArgs {
     /// Serve plain HTTP (for tests on 127.0.0.1 only).
     #[arg(long)]
     insecure_http: bool,
-    /// Let the default resource policy release to sim evidence.
-    #[arg(long)]
-    allow_sim: bool,
+    /// Accept evidence from a simulated root of trust (sim backend, test
+    /// attester): appraised at best "warning" and marked simulated; the
+    /// default resource policy then releases to it. Off by default.
+    #[arg(long, alias = "allow-sim")]
+    allow_simulated: bool,
     /// Accept Trustee's insecure `tee: "sample"` evidence (never released
     /// by the default resource policy).
     #[arg(long)]
@@ -68,6 +74,9 @@ struct AdminArgs {
     /// Extra CA certificate (PEM) to trust for HTTPS.
     #[arg(long, value_name = "FILE", global = true)]
     cacert: Option<PathBuf>,
+    /// The audience the admin token names: the KBS's `admin_audience`.
+    #[arg(long, value_name = "NAME", global = true, default_value = admin::DEFAULT_AUDIENCE)]
+    audience: String,
     #[command(subcommand)]
     command: AdminCommand,
 }
@@ -120,6 +129,7 @@ enum PolicyKind {
     Resource,
 }
 
+#[cfg(feature = "testing")]
 #[derive(Debug, clap::Args)]
 struct BenchArgs {
     /// Concurrent client counts to measure, comma-separated.
@@ -137,6 +147,11 @@ struct BenchArgs {
     /// Upper bound on the memory run's duration in seconds.
     #[arg(long, default_value_t = 600)]
     memory_max_secs: u64,
+    /// Unauthenticated /auth requests to flood the KBS with during a run of
+    /// real flows (8 clients, --flows flows); 0 skips the flood run. No real
+    /// flow may fail.
+    #[arg(long, default_value_t = 0)]
+    auth_flood: usize,
 }
 
 /// Runs `cloister kbs`.
@@ -148,6 +163,7 @@ pub fn run(args: KbsArgs) -> anyhow::Result<()> {
     match args.command {
         KbsCommand::Serve(a) => rt.block_on(serve(a)),
         KbsCommand::Admin(a) => rt.block_on(admin_cmd(a)),
+        #[cfg(feature = "testing")]
         KbsCommand::Bench(a) => rt.block_on(bench(a)),
     }
 }
@@ -171,7 +187,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         cfg.data_dir = d;
     }
     cfg.insecure_http |= a.insecure_http;
-    cfg.allow_sim |= a.allow_sim;
+    cfg.allow_simulated |= a.allow_simulated;
     cfg.insecure_sample |= a.insecure_sample;
     if let Some(d) = a.collateral_dir {
         cfg.collateral_dir = Some(d);
@@ -233,7 +249,8 @@ async fn admin_cmd(a: AdminArgs) -> anyhow::Result<()> {
     };
     let pem = std::fs::read_to_string(key).with_context(|| format!("reading {}", key.display()))?;
     let sk = admin::signing_key_from_pem(&pem)?;
-    let token = admin::sign_token(&sk, now(), 300);
+    // Short-lived and single-use (random jti): one token per command.
+    let token = admin::sign_token_for(&sk, now(), 120, &a.audience);
     let http = http_client(a.cacert.as_deref())?;
     let base = format!("{}/kbs/v0", url.trim_end_matches('/'));
     let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
@@ -292,10 +309,12 @@ fn unreachable_keygen() -> anyhow::Result<(String, reqwest::RequestBuilder)> {
     bail!("keygen is handled before contacting a KBS")
 }
 
+#[cfg(feature = "testing")]
 fn vm_hwm_kib() -> Option<u64> {
     proc_status_kib("VmHWM:")
 }
 
+#[cfg(feature = "testing")]
 fn proc_status_kib(key: &str) -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
     s.lines()
@@ -304,6 +323,7 @@ fn proc_status_kib(key: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
+#[cfg(feature = "testing")]
 /// CPU seconds (user + system) this process has used, all threads.
 fn cpu_secs() -> f64 {
     let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
@@ -317,8 +337,14 @@ fn cpu_secs() -> f64 {
     (tick(11) + tick(12)) / 100.0
 }
 
+#[cfg(feature = "testing")]
 async fn bench(a: BenchArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("creating a temporary data dir")?;
+    // The KBS refuses a data dir that others can read.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )?;
     let (sk, pk) = admin::keygen()?;
     std::fs::write(dir.path().join("admin.pub.pem"), pk)?;
     let admin_key = admin::signing_key_from_pem(&sk)?;
@@ -327,8 +353,11 @@ async fn bench(a: BenchArgs) -> anyhow::Result<()> {
     let kbs = Kbs::open(Config {
         data_dir: dir.path().to_owned(),
         insecure_http: true,
-        allow_sim: true,
+        allow_simulated: true,
         trust_anchors: Some(anchors),
+        // Flood and flows share 127.0.0.1: the per-client limit would throttle
+        // both, so it is off here (it has its own tests).
+        rate_limit_per_sec: 0,
         ..Config::default()
     })?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -423,6 +452,39 @@ async fn bench(a: BenchArgs) -> anyhow::Result<()> {
         }
         if let Some(e) = &r.first_error {
             println!("  first error: {e}");
+            failed = true;
+        }
+    }
+    if a.auth_flood > 0 {
+        let flood = loadgen::auth_flood(&url, a.auth_flood, 16, Duration::from_secs(a.max_secs));
+        let flows = loadgen::run(
+            LoadConfig {
+                url: url.clone(),
+                clients: 8,
+                flows: a.flows,
+                resource: resource.clone(),
+                max_duration: Duration::from_secs(a.max_secs),
+            },
+            attester.clone(),
+        );
+        let (f, r) = tokio::join!(flood, flows);
+        println!(
+            "auth flood: {} /auth sent in {:.1} s ({} challenged, {} rate-limited, {} other) during {} real flows at 8 clients: {} ok, {} failed, p99 {:.2} ms; attested sessions held {}",
+            f.sent,
+            f.elapsed.as_secs_f64(),
+            f.ok,
+            f.limited,
+            f.errors,
+            r.ok + r.errors,
+            r.ok,
+            r.errors,
+            r.p99_ms,
+            kbs.session_count()
+        );
+        if r.errors > 0 || f.sent < a.auth_flood {
+            if let Some(e) = &r.first_error {
+                println!("  first error: {e}");
+            }
             failed = true;
         }
     }
