@@ -9,6 +9,7 @@ mod cmd_bench;
 mod cmd_check;
 mod cmd_ctl;
 mod cmd_evidence;
+mod cmd_image;
 mod cmd_kbs;
 mod cmd_measure;
 mod cmd_ps;
@@ -57,6 +58,8 @@ enum Command {
     Sim(cmd_sim::SimArgs),
     /// Benchmarks (sandbox boot).
     Bench(cmd_bench::BenchArgs),
+    /// Image tools: encrypt an OCI layout for in-guest decryption.
+    Image(cmd_image::ImageArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -76,5 +79,6 @@ fn main() -> anyhow::Result<()> {
         Command::Evidence(a) => cmd_evidence::run(a),
         Command::Sim(a) => cmd_sim::run(a),
         Command::Bench(a) => cmd_bench::run(a),
+        Command::Image(a) => cmd_image::run(a),
     }
 }
