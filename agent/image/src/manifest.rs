@@ -1,7 +1,7 @@
 //! OCI and Docker v2 schema 2 manifests, indexes and image configs: the
 //! parts a pull needs, parsed strictly (unknown media types are refused).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
@@ -64,7 +64,7 @@ pub struct Descriptor {
     pub size: u64,
     /// Annotations (ocicrypt keeps wrapped keys here).
     #[serde(default)]
-    pub annotations: HashMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
     /// For index entries: the platform.
     #[serde(default)]
     pub platform: Option<PlatformJson>,

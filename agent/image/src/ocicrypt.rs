@@ -4,7 +4,7 @@
 // API with placeholder bodies, so branch `pull` compiles and its tests run.
 // On merge, take crypt's version of this file whole.
 use crate::resources::{ResourcePath, ResourceProvider};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 #[derive(Debug, thiserror::Error)]
 #[error("crypt: {0}")]
 pub struct CryptError(pub String);
@@ -17,13 +17,13 @@ pub fn decrypted_media_type(mt: &str) -> Option<&str> {
     mt.strip_suffix("+encrypted")
 }
 pub fn required_keys(
-    _a: &HashMap<String, String>,
+    _a: &BTreeMap<String, String>,
     _k: &[ResourcePath],
 ) -> Result<Vec<ResourcePath>, CryptError> {
     Err(CryptError("stub".into()))
 }
 pub async fn unwrap_layer_key(
-    _a: &HashMap<String, String>,
+    _a: &BTreeMap<String, String>,
     _k: &[ResourcePath],
     _r: &dyn ResourceProvider,
 ) -> Result<LayerKey, CryptError> {

@@ -520,7 +520,7 @@ impl ImageStore {
                         .into(),
             })?;
         let mut out = Vec::new();
-        for index in 1..=MAX_SIGNATURES {
+        for index in 0..MAX_SIGNATURES {
             let url = signature::lookaside_url(base, &r.repository, digest.as_str(), index);
             match reg.fetch_url(&url).await {
                 Ok(Some(body)) => out.push(FetchedSignature::SimpleSigning(body)),

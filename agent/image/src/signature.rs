@@ -54,7 +54,8 @@ impl Requirement {
 }
 pub fn lookaside_url(base: &str, repo: &str, digest: &str, index: usize) -> String {
     format!(
-        "{base}/{repo}@{}/signature-{index}",
-        digest.replace(':', "=")
+        "{base}/{repo}@{}/signature-{}",
+        digest.replace(':', "="),
+        index + 1
     )
 }
