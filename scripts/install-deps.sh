@@ -26,7 +26,8 @@ PKGS=(busybox-static cpio e2fsprogs python3-cryptography python3-jwcrypto protob
       libssl-dev pkg-config  # libssl-dev, pkg-config: cargo install of the CCA reference tool (tee-backends/measure/scripts)
       pesign sbsigntool openssl  # independent Authenticode digests and signing for tee-backends/measure tests
       swtpm swtpm-tools  # software TPM: OVMF direct-boot measurement check (tee-backends/measure/tests/ovmf_tpm_direct_boot.rs)
-      gnupg)  # agent/image tests: GPG keys for simple signing (skopeo --sign-by)
+      gnupg  # agent/image tests: GPG keys for simple signing (skopeo --sign-by)
+      apache2-utils)  # htpasswd: the basic-auth docker-registry in agent/image/tests/pull.rs
 
 need=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
