@@ -73,8 +73,18 @@ fn cca_subject(simulated: bool) -> Subject {
     }
 }
 
+/// A temp dir unique to this call (tests run in parallel threads).
+fn unique_dir(tag: &str) -> std::path::PathBuf {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir().join(format!(
+        "cloister-conformance-{tag}-{}-{n}",
+        std::process::id()
+    ))
+}
+
 fn snp_subject() -> Subject {
-    let dir = std::env::temp_dir().join(format!("cloister-conformance-snp-{}", std::process::id()));
+    let dir = unique_dir("snp");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("vcek.der"), td("snp", "virtee-sev-vcek_milan.der")).unwrap();
     let backend = SnpBackend::new(Some(&dir)).unwrap();
@@ -96,7 +106,7 @@ fn snp_subject() -> Subject {
 }
 
 fn tdx_subject() -> Subject {
-    let dir = std::env::temp_dir().join(format!("cloister-conformance-tdx-{}", std::process::id()));
+    let dir = unique_dir("tdx");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
         dir.join("c.json"),
