@@ -66,7 +66,7 @@ fn fill(buf: &mut [u8], state: &mut u64) {
         *state ^= *state >> 7;
         *state ^= *state << 17;
         let r = *state;
-        let chunk: &[u8] = if r % 7 == 0 {
+        let chunk: &[u8] = if r.is_multiple_of(7) {
             &r.to_le_bytes()
         } else {
             WORDS[(r >> 8) as usize % 16]

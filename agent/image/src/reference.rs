@@ -218,7 +218,9 @@ mod tests {
 
     #[test]
     fn references_normalize_as_docker_does() {
-        let cases: &[(&str, &str, &str, Option<&str>, Option<&str>)] = &[
+        // (input, registry, repository, tag, digest)
+        type Case<'a> = (&'a str, &'a str, &'a str, Option<&'a str>, Option<&'a str>);
+        let cases: &[Case] = &[
             (
                 "busybox",
                 "docker.io",

@@ -3,6 +3,9 @@
 //! compared with skopeo's own `--decryption-key` output; the CoCo
 //! annotation written by `encrypt_layout` and read back; and each failure.
 
+// Helpers outside #[test] fns fail the test by panicking.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::BTreeMap;

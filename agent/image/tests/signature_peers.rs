@@ -6,6 +6,9 @@
 //! is built with sigstore signing disabled: "Debian-local change: sigstore
 //! disabled").
 
+// Helpers outside #[test] fns fail the test by panicking.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::fs;

@@ -8,7 +8,8 @@ use cloister_image::signature::{
 };
 
 fn testdata(p: &str) -> Vec<u8> {
-    std::fs::read(format!("{}/testdata/{p}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    let path = format!("{}/testdata/{p}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 const SIGNED_DIGEST: &str =
@@ -35,7 +36,7 @@ fn gpg_policy(identity: &str) -> Policy {
         )
         .as_bytes(),
     )
-    .unwrap()
+    .expect("the inline vector policy parses")
 }
 
 #[test]

@@ -221,8 +221,7 @@ fn whiteouts_and_opaque_directories_in_overlay_format() {
         assert_eq!(m.rdev(), 0, "{name} whiteout is not 0:0");
     }
     let mut buf = [0u8; 4];
-    let n =
-        rustix::fs::getxattr(&s.root().join("var"), "trusted.overlay.opaque", &mut buf).unwrap();
+    let n = rustix::fs::getxattr(s.root().join("var"), "trusted.overlay.opaque", &mut buf).unwrap();
     assert_eq!(&buf[..n], b"y");
     assert_eq!(std::fs::read(s.root().join("var/kept")).unwrap(), b"new");
     assert!(!s.root().join("var/.wh..wh..opq").exists());

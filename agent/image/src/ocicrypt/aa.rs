@@ -92,14 +92,15 @@ impl AnnotationPacket {
         let iv = b64
             .decode(self.iv.as_bytes())
             .map_err(|e| bad(format!("iv is not base64: {e}")))?;
-        if iv.len() != 12 {
-            return Err(bad(format!("iv is {} bytes, expected 12", iv.len())));
-        }
+        let iv: [u8; 12] = iv
+            .as_slice()
+            .try_into()
+            .map_err(|_| bad(format!("iv is {} bytes, expected 12", iv.len())))?;
         let data = b64
             .decode(self.wrapped_data.as_bytes())
             .map_err(|e| bad(format!("wrapped_data is not base64: {e}")))?;
         cipher
-            .decrypt(Nonce::from_slice(&iv), data.as_slice())
+            .decrypt(&Nonce::from(iv), data.as_slice())
             .map(Zeroizing::new)
             .map_err(|_| {
                 wrong("AES-256-GCM tag mismatch: wrong KEK or tampered wrapped_data".into())
@@ -111,9 +112,9 @@ impl AnnotationPacket {
         use rand::RngCore;
         let mut iv = [0u8; 12];
         rand::rngs::OsRng.fill_bytes(&mut iv);
-        let cipher = Aes256Gcm::new(aes_gcm::Key::<Aes256Gcm>::from_slice(kek));
+        let cipher = Aes256Gcm::new(&(*kek).into());
         let data = cipher
-            .encrypt(Nonce::from_slice(&iv), secret)
+            .encrypt(&Nonce::from(iv), secret)
             .map_err(|_| CryptError::BadOptions("AES-256-GCM encryption failed".into()))?;
         let b64 = base64::engine::general_purpose::STANDARD;
         Ok(Self {

@@ -25,12 +25,8 @@ pub const AES_256_CTR_HMAC_SHA256: &str = "AES_256_CTR_HMAC_SHA256";
 const CHUNK: usize = 256 * 1024;
 
 fn new_ctr(key: &[u8; 32], nonce: &[u8; 16]) -> Aes256Ctr {
-    use aes::cipher::generic_array::GenericArray;
     // Both lengths are fixed by the array types.
-    Aes256Ctr::new(
-        GenericArray::from_slice(key),
-        GenericArray::from_slice(nonce),
-    )
+    Aes256Ctr::new(&(*key).into(), &(*nonce).into())
 }
 
 /// Go `[]byte` in JSON: standard base64 with padding.

@@ -39,6 +39,9 @@ impl std::fmt::Debug for PrivateKey {
 }
 
 /// One PEM block: label and DER bytes.
+/// One recipient: its per-recipient header and its encrypted key.
+type RecipientRef<'a> = (Option<&'a Map<String, Value>>, Option<&'a String>);
+
 fn pem_blocks(text: &str) -> Vec<(String, Zeroizing<Vec<u8>>)> {
     let mut out = Vec::new();
     let mut rest = text;
@@ -195,14 +198,13 @@ impl Jwes {
             if let Some(u) = &jwe.unprotected {
                 common.extend(u.clone());
             }
-            let recipients: Vec<(Option<&Map<String, Value>>, Option<&String>)> =
-                match &jwe.recipients {
-                    Some(r) => r
-                        .iter()
-                        .map(|r| (r.header.as_ref(), r.encrypted_key.as_ref()))
-                        .collect(),
-                    None => vec![(jwe.header.as_ref(), jwe.encrypted_key.as_ref())],
-                };
+            let recipients: Vec<RecipientRef<'_>> = match &jwe.recipients {
+                Some(r) => r
+                    .iter()
+                    .map(|r| (r.header.as_ref(), r.encrypted_key.as_ref()))
+                    .collect(),
+                None => vec![(jwe.header.as_ref(), jwe.encrypted_key.as_ref())],
+            };
             for (header, ek) in recipients {
                 let mut h = common.clone();
                 if let Some(rh) = header {
@@ -362,9 +364,10 @@ fn content_decrypt(
     }
     let cipher = Aes256Gcm::new_from_slice(cek).map_err(|_| "content key is not 32 bytes")?;
     let iv = b64url("iv", &jwe.iv)?;
-    if iv.len() != 12 {
-        return Err(format!("JWE iv is {} bytes, expected 12", iv.len()));
-    }
+    let iv: [u8; 12] = iv
+        .as_slice()
+        .try_into()
+        .map_err(|_| format!("JWE iv is {} bytes, expected 12", iv.len()))?;
     let mut ct = b64url("ciphertext", &jwe.ciphertext)?;
     ct.extend_from_slice(&b64url("tag", &jwe.tag)?);
     let aad = match &jwe.aad {
@@ -373,7 +376,7 @@ fn content_decrypt(
     };
     cipher
         .decrypt(
-            Nonce::from_slice(&iv),
+            &Nonce::from(iv),
             Payload {
                 msg: &ct,
                 aad: aad.as_bytes(),

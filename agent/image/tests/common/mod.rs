@@ -3,6 +3,8 @@
 //! fails the test with the fix.
 
 #![allow(dead_code)]
+// Test helpers fail the test by panicking: unwrap is the point here.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
