@@ -16,6 +16,11 @@ pub const SERIAL_PORT_NAME: &str = "cloister.agent";
 /// rootfs (QEMU: `-virtfs local,path=DIR,mount_tag=cloister-rootfs,...`).
 pub const ROOTFS_9P_TAG: &str = "cloister-rootfs";
 
+/// The fw_cfg file name under which the host hands the guest the
+/// per-sandbox agent secret (`/sys/firmware/qemu_fw_cfg/by_name/<name>/raw`
+/// in the guest).
+pub const AGENT_SECRET_FW_CFG: &str = "opt/cloister/agent-secret";
+
 /// Default vsock port when the host asks for vsock.
 pub const DEFAULT_VSOCK_PORT: u32 = 1024;
 
@@ -134,8 +139,3 @@ mod tests {
         );
     }
 }
-
-/// The fw_cfg file name under which the host hands the guest the
-/// per-sandbox agent secret (`/sys/firmware/qemu_fw_cfg/by_name/<name>/raw`
-/// in the guest).
-pub const AGENT_SECRET_FW_CFG: &str = "opt/cloister/agent-secret";
