@@ -8,9 +8,10 @@ AGENT_BIN="$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/cloister-agent"
 
 # Builds the static guest agent, the CLI, and the guest assets (a no-op when
 # up to date).
+# Stops at the first failure: assets built by a stale CLI would hide it.
 build_all() {
     CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static" \
-        cargo build --release -p cloister-agent --target x86_64-unknown-linux-gnu
-    cargo build -p cloister-cli
-    "$CLOISTER_BIN" assets build --agent "$AGENT_BIN"
+        cargo build --release -p cloister-agent --target x86_64-unknown-linux-gnu &&
+        cargo build -p cloister-cli &&
+        "$CLOISTER_BIN" assets build --agent "$AGENT_BIN"
 }

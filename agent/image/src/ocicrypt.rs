@@ -186,13 +186,13 @@ impl LayerKey {
 
 /// How a layer's key is wrapped.
 enum Wrapping {
-    Aa(aa::AnnotationPacket),
+    Aa(Box<aa::AnnotationPacket>),
     Jwe(jwe::Jwes),
 }
 
 fn wrapping(annotations: &BTreeMap<String, String>) -> Result<Wrapping, CryptError> {
     if let Some(v) = annotations.get(ANNOTATION_AA) {
-        return aa::AnnotationPacket::from_annotation(v).map(Wrapping::Aa);
+        return aa::AnnotationPacket::from_annotation(v).map(|p| Wrapping::Aa(Box::new(p)));
     }
     if let Some(v) = annotations.get(ANNOTATION_JWE) {
         return jwe::Jwes::from_annotation(v).map(Wrapping::Jwe);
