@@ -268,9 +268,19 @@ mod tests {
         rv: &std::path::Path,
         collateral: &std::path::Path,
     ) -> VerifyArgs {
+        // Reference values that identify the launch: MRTD and the quote's
+        // RTMR0..2 (MRTD alone is firmware only, so not affirming).
+        let q = cloister_attestation::tdx::Quote::parse(
+            &std::fs::read(tdx.join("dcap-qvl-tdx_quote")).unwrap(),
+        )
+        .unwrap();
+        let c = cloister_attestation::tdx::TdxClaims::from_quote(&q, "UpToDate".into(), Vec::new());
         std::fs::write(
             rv,
-            r#"{"named": {"tdx.mr_td": ["91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c942a604a407de03ae6dc5f87f27428b2538873118b7"]}}"#,
+            format!(
+                r#"{{"named": {{"tdx.mr_td": ["91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c942a604a407de03ae6dc5f87f27428b2538873118b7"], "tdx.rtmr0": ["{}"], "tdx.rtmr1": ["{}"], "tdx.rtmr2": ["{}"]}}}}"#,
+                c.rtmr0, c.rtmr1, c.rtmr2
+            ),
         )
         .unwrap();
         VerifyArgs {
