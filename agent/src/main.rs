@@ -10,11 +10,13 @@
 mod auth;
 mod cinit;
 mod containers;
+mod gate;
 mod init;
 mod log;
 mod modules;
 mod reaper;
 mod service;
+mod session;
 mod stdio;
 mod sys;
 mod transport;

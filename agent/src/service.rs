@@ -14,7 +14,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use crate::containers::{ContainerError, Containers};
+use crate::gate;
 use crate::modules::Loader;
+use crate::session::Session;
+use cloister_policy::agent::Request;
 
 /// Facts about the guest gathered at boot.
 #[derive(Debug, Clone, Default)]
@@ -32,6 +35,8 @@ pub struct Agent {
     pub modules: Loader,
     /// Sent once DestroySandbox has been answered.
     pub shutdown: mpsc::Sender<()>,
+    /// Session state and the installed policy.
+    pub session: Session,
     attester: OnceLock<Result<Arc<dyn Attester>, String>>,
 }
 
@@ -64,6 +69,7 @@ impl Agent {
             facts,
             modules,
             shutdown,
+            session: Session::new(),
             attester: OnceLock::new(),
         }
     }
@@ -106,7 +112,7 @@ impl Agent {
 
     /// The attester, detected on first use (after the modules it may need,
     /// e.g. tsm and the TEE guest driver, have loaded).
-    async fn attester(&self) -> Result<Arc<dyn Attester>, String> {
+    pub(crate) async fn attester(&self) -> Result<Arc<dyn Attester>, String> {
         self.modules.wait_done().await;
         self.attester
             .get_or_init(|| match cloister_tee::detect() {
@@ -183,8 +189,27 @@ impl AgentService for AgentApi {
         _: &TtrpcContext,
         req: pb::CreateSandboxRequest,
     ) -> ttrpc::Result<pb::Empty> {
-        let initdata = (!req.initdata.is_empty()).then_some(req.initdata.as_slice());
-        self.0.accept_initdata(initdata).await?;
+        let initdata = if req.initdata.is_empty() {
+            None
+        } else {
+            Some(
+                cloister_tee::initdata::Initdata::parse(req.initdata.clone()).map_err(|e| {
+                    status(Code::INVALID_ARGUMENT, format!("initdata refused: {e}"))
+                })?,
+            )
+        };
+        self.0
+            .accept_initdata(initdata.as_ref().map(|d| d.raw()))
+            .await?;
+        let tee = self.0.attester().await.is_ok();
+        if let Some(audit) = self
+            .0
+            .session
+            .create_sandbox(tee, initdata.as_ref(), &gate::create_sandbox(&req))
+            .map_err(|r| gate::status(&r))?
+        {
+            crate::log!("policy audit mode, allowed anyway: {audit}");
+        }
         if !req.hostname.is_empty() {
             crate::init::set_hostname(&req.hostname);
         }
@@ -197,6 +222,9 @@ impl AgentService for AgentApi {
         _: &TtrpcContext,
         _: pb::DestroySandboxRequest,
     ) -> ttrpc::Result<pb::Empty> {
+        self.0
+            .gate(Request::DestroySandbox, || serde_json::json!({}))
+            .await?;
         crate::log!("DestroySandbox: stopping containers, then powering off");
         self.0.containers.remove_all().await;
         let tx = self.0.shutdown.clone();
@@ -213,6 +241,9 @@ impl AgentService for AgentApi {
         _: &TtrpcContext,
         req: pb::CreateContainerRequest,
     ) -> ttrpc::Result<pb::Empty> {
+        self.0
+            .gate(Request::CreateContainer, || gate::create_container(&req))
+            .await?;
         let rootfs = req.rootfs.as_ref().ok_or_else(|| {
             status(
                 Code::INVALID_ARGUMENT,
@@ -232,6 +263,12 @@ impl AgentService for AgentApi {
         _: &TtrpcContext,
         req: pb::StartContainerRequest,
     ) -> ttrpc::Result<pb::Empty> {
+        self.0
+            .gate(
+                Request::StartContainer,
+                || serde_json::json!({ "container_id": req.container_id }),
+            )
+            .await?;
         self.0.containers.start(&req.container_id)?;
         Ok(pb::Empty::new())
     }
@@ -241,6 +278,9 @@ impl AgentService for AgentApi {
         _: &TtrpcContext,
         req: pb::ExecProcessRequest,
     ) -> ttrpc::Result<pb::Empty> {
+        self.0
+            .gate(Request::ExecProcess, || gate::exec_process(&req))
+            .await?;
         self.0
             .containers
             .exec(&req.container_id, &req.exec_id, &req.process)?;
@@ -252,6 +292,11 @@ impl AgentService for AgentApi {
         _: &TtrpcContext,
         req: pb::WaitProcessRequest,
     ) -> ttrpc::Result<pb::WaitProcessResponse> {
+        self.0
+            .gate(Request::WaitProcess, || {
+                gate::process_ref(&req.container_id, &req.exec_id)
+            })
+            .await?;
         let p = self.0.containers.proc(&req.container_id, &req.exec_id)?;
         let exit = p.wait().await;
         Ok(pb::WaitProcessResponse {
@@ -267,6 +312,9 @@ impl AgentService for AgentApi {
         req: pb::SignalProcessRequest,
     ) -> ttrpc::Result<pb::Empty> {
         self.0
+            .gate(Request::SignalProcess, || gate::signal_process(&req))
+            .await?;
+        self.0
             .containers
             .signal(&req.container_id, &req.exec_id, req.signal)?;
         Ok(pb::Empty::new())
@@ -277,6 +325,9 @@ impl AgentService for AgentApi {
         _: &TtrpcContext,
         req: pb::RemoveContainerRequest,
     ) -> ttrpc::Result<pb::Empty> {
+        self.0
+            .gate(Request::RemoveContainer, || gate::remove_container(&req))
+            .await?;
         self.0
             .containers
             .remove(
@@ -292,6 +343,9 @@ impl AgentService for AgentApi {
         _: &TtrpcContext,
         req: pb::WriteStreamRequest,
     ) -> ttrpc::Result<pb::WriteStreamResponse> {
+        self.0
+            .gate(Request::WriteStdin, || gate::write_stream(&req))
+            .await?;
         let p = self.0.containers.proc(&req.container_id, &req.exec_id)?;
         let mut guard = p.stdin.lock().await;
         let w = guard.as_mut().ok_or_else(|| {
@@ -317,6 +371,11 @@ impl AgentService for AgentApi {
         _: &TtrpcContext,
         req: pb::CloseStdinRequest,
     ) -> ttrpc::Result<pb::Empty> {
+        self.0
+            .gate(Request::CloseStdin, || {
+                gate::process_ref(&req.container_id, &req.exec_id)
+            })
+            .await?;
         let p = self.0.containers.proc(&req.container_id, &req.exec_id)?;
         p.stdin.lock().await.take();
         Ok(pb::Empty::new())
@@ -327,6 +386,9 @@ impl AgentService for AgentApi {
         _: &TtrpcContext,
         req: pb::ReadStreamRequest,
     ) -> ttrpc::Result<pb::ReadStreamResponse> {
+        self.0
+            .gate(Request::ReadStdout, || gate::read_stream(&req))
+            .await?;
         let p = self.0.containers.proc(&req.container_id, &req.exec_id)?;
         let data = p.stdout.read(req.len as usize).await;
         Ok(pb::ReadStreamResponse {
@@ -340,6 +402,9 @@ impl AgentService for AgentApi {
         _: &TtrpcContext,
         req: pb::ReadStreamRequest,
     ) -> ttrpc::Result<pb::ReadStreamResponse> {
+        self.0
+            .gate(Request::ReadStderr, || gate::read_stream(&req))
+            .await?;
         let p = self.0.containers.proc(&req.container_id, &req.exec_id)?;
         let data = p.stderr.read(req.len as usize).await;
         Ok(pb::ReadStreamResponse {
@@ -351,8 +416,11 @@ impl AgentService for AgentApi {
     async fn get_guest_details(
         &self,
         _: &TtrpcContext,
-        _: pb::GetGuestDetailsRequest,
+        _req: pb::GetGuestDetailsRequest,
     ) -> ttrpc::Result<pb::GuestDetailsResponse> {
+        self.0
+            .gate(Request::GetGuestDetails, || serde_json::json!({}))
+            .await?;
         let facts = &self.0.facts;
         let tee = match self.0.attester().await {
             Ok(a) => a.tee().to_string(),
@@ -379,6 +447,9 @@ impl AgentService for AgentApi {
         _: &TtrpcContext,
         req: pb::GetEvidenceRequest,
     ) -> ttrpc::Result<pb::GetEvidenceResponse> {
+        self.0
+            .gate(Request::GetEvidence, || gate::get_evidence(&req))
+            .await?;
         let rd: &[u8; REPORT_DATA_LEN] = req.report_data.as_slice().try_into().map_err(|_| {
             status(
                 Code::INVALID_ARGUMENT,
@@ -411,6 +482,9 @@ impl AgentService for AgentApi {
         _: &TtrpcContext,
         req: pb::ExtendRuntimeMeasurementRequest,
     ) -> ttrpc::Result<pb::Empty> {
+        self.0
+            .gate(Request::ExtendRuntimeMeasurement, || gate::extend(&req))
+            .await?;
         let a = self
             .0
             .attester()
@@ -422,6 +496,26 @@ impl AgentService for AgentApi {
                 format!("extending measurement {}: {}", req.index, error_chain(&e)),
             )
         })?;
+        Ok(pb::Empty::new())
+    }
+
+    async fn set_policy(
+        &self,
+        _: &TtrpcContext,
+        req: pb::SetPolicyRequest,
+    ) -> ttrpc::Result<pb::Empty> {
+        if let Some(audit) = self
+            .0
+            .session
+            .set_policy(&req.policy)
+            .map_err(|r| gate::status(&r))?
+        {
+            crate::log!("policy audit mode, allowed anyway: {audit}");
+        }
+        crate::log!(
+            "SetPolicy: new policy installed ({} bytes)",
+            req.policy.len()
+        );
         Ok(pb::Empty::new())
     }
 }

@@ -55,6 +55,39 @@ pub enum AgentError {
         /// The panic line from the console.
         line: String,
     },
+    /// The agent's API minor predates a field the host must send.
+    #[error("the agent speaks API {agent}, which predates {field} (API {since}): rebuild the guest assets (`cloister assets build`)")]
+    TooOld {
+        /// The field.
+        field: &'static str,
+        /// The first API version with it.
+        since: cloister_protocol::ApiVersion,
+        /// The agent's version.
+        agent: cloister_protocol::ApiVersion,
+    },
+}
+
+/// The first API version whose CreateSandbox carries initdata.
+pub const INITDATA_SINCE: cloister_protocol::ApiVersion =
+    cloister_protocol::ApiVersion { major: 1, minor: 1 };
+
+/// Checks that an agent speaking `agent` reads `field`, added in `since`:
+/// an older agent would drop the unknown field silently (and run without
+/// the measured policy initdata carries), so the host refuses to send it.
+pub fn check_field_supported(
+    agent: cloister_protocol::ApiVersion,
+    field: &'static str,
+    since: cloister_protocol::ApiVersion,
+) -> Result<(), AgentError> {
+    if agent.major == since.major && agent.minor >= since.minor {
+        Ok(())
+    } else {
+        Err(AgentError::TooOld {
+            field,
+            since,
+            agent,
+        })
+    }
 }
 
 fn rpc_err(what: &'static str, e: ttrpc::Error) -> AgentError {
@@ -273,6 +306,25 @@ impl AgentClient {
         id: &str,
         initdata: Option<&[u8]>,
     ) -> Result<(), AgentError> {
+        if initdata.is_some() {
+            let v = self
+                .health
+                .version(
+                    ctx(Some(REQUEST_TIMEOUT)),
+                    &health::VersionRequest {
+                        client_api_major: cloister_protocol::API_VERSION.major,
+                        client_api_minor: cloister_protocol::API_VERSION.minor,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(|e| rpc_err("Version", e))?;
+            let agent = cloister_protocol::ApiVersion {
+                major: v.api_major,
+                minor: v.api_minor,
+            };
+            check_field_supported(agent, "CreateSandbox.initdata", INITDATA_SINCE)?;
+        }
         let req = pb::CreateSandboxRequest {
             sandbox_id: id.to_owned(),
             initdata: initdata.map(<[u8]>::to_vec).unwrap_or_default(),
@@ -549,5 +601,25 @@ mod tests {
         let p: serde_json::Value = serde_json::from_slice(&process_json(&args)).unwrap();
         assert_eq!(p["args"][0], "echo");
         assert_eq!(block_rootfs().source, "/dev/vda");
+    }
+
+    #[test]
+    fn initdata_only_to_agents_that_read_it() {
+        use cloister_protocol::ApiVersion;
+        let f = |major, minor| {
+            check_field_supported(
+                ApiVersion { major, minor },
+                "CreateSandbox.initdata",
+                INITDATA_SINCE,
+            )
+        };
+        assert!(f(1, 1).is_ok());
+        assert!(f(1, 2).is_ok());
+        let err = f(1, 0).unwrap_err().to_string();
+        assert!(
+            err.contains("1.0") && err.contains("initdata") && err.contains("1.1"),
+            "{err}"
+        );
+        assert!(f(2, 5).is_err());
     }
 }

@@ -16,6 +16,7 @@ pub mod container;
 pub mod control;
 pub mod fake;
 pub mod hypervisor;
+pub mod initdata;
 pub mod qemu;
 pub mod rootfs;
 pub mod sandbox;
