@@ -40,12 +40,30 @@ fn sim_guest_evidence_verifies_against_measured_reference_values() {
     let report_data: Vec<u8> = (0u8..64).map(|i| i.wrapping_mul(37) ^ 0x5a).collect();
     let rd = hex(&report_data);
     let ev = p("evidence.cbor");
+    // A TEE guest answers GetEvidence only after CreateSandbox, and only
+    // where the initdata policy allows it.
+    let allow = p("allow-all.toml");
+    std::fs::write(
+        &allow,
+        "version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n\"agent-policy\" = \"allow-all\"\n",
+    )
+    .unwrap();
     {
         let _lock = boot_lock();
         ok(
             &cloister(
                 &cfg,
-                &["evidence", "--tee", "sim", "--report-data", &rd, "-o", &ev],
+                &[
+                    "evidence",
+                    "--tee",
+                    "sim",
+                    "--initdata",
+                    &allow,
+                    "--report-data",
+                    &rd,
+                    "-o",
+                    &ev,
+                ],
             ),
             "evidence --tee sim",
         );
@@ -151,8 +169,9 @@ fn sim_guest_agent_checks_initdata_against_the_rpv() {
     use cloister_runtime::{ChannelChoice, Sandbox, SandboxConfig};
     let assets = assets();
     let dir = tempfile::tempdir().unwrap();
-    let good = b"version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n\"policy.rego\" = \"package agent_policy\"\n";
-    let other = b"version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n\"policy.rego\" = \"package other\"\n";
+    let good =
+        b"version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n\"agent-policy\" = \"allow-all\"\n";
+    let other = b"version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n\"agent-policy\" = \"confidential-default\"\n";
     let runtime_dir = dir.path().join("run");
     std::fs::create_dir_all(&runtime_dir).unwrap();
     let opts = cloister_tee::host::HostOptions {
@@ -217,7 +236,7 @@ fn run_with_initdata_in_a_sim_realm() {
     let doc = dir.path().join("initdata.toml");
     std::fs::write(
         &doc,
-        "version = \"0.1.0\"\nalgorithm = \"sha256\"\n[data]\n",
+        "version = \"0.1.0\"\nalgorithm = \"sha256\"\n[data]\n\"agent-policy\" = \"allow-all\"\n",
     )
     .unwrap();
     let run = |doc: &Path| {

@@ -112,8 +112,10 @@ fn now_secs() -> i64 {
         .unwrap_or(0)
 }
 
-/// Digest of Trustee/CoCo initdata: the hash named by its `algorithm` field
-/// (sha256, sha384 or sha512; default sha384) over the TOML text.
+/// Digest of Trustee/CoCo initdata sent in an Attestation message (format
+/// `toml`): the one implementation, [`cloister_tee::initdata::Initdata`]
+/// (version 0.1.0, algorithm sha256/sha384/sha512 with no default, the hash
+/// over the exact text).
 pub fn init_data_digest(init: &InitData) -> Result<Vec<u8>, String> {
     if init.format != "toml" {
         return Err(format!(
@@ -121,22 +123,9 @@ pub fn init_data_digest(init: &InitData) -> Result<Vec<u8>, String> {
             init.format
         ));
     }
-    let doc: toml::Table = toml::from_str(&init.body).map_err(|e| format!("initdata TOML: {e}"))?;
-    let alg = doc
-        .get("algorithm")
-        .and_then(|v| v.as_str())
-        .unwrap_or("sha384");
-    let body = init.body.as_bytes();
-    Ok(match alg {
-        "sha256" => sha2::Sha256::digest(body).to_vec(),
-        "sha384" => sha2::Sha384::digest(body).to_vec(),
-        "sha512" => sha2::Sha512::digest(body).to_vec(),
-        other => {
-            return Err(format!(
-                "initdata algorithm {other:?}, expected sha256, sha384 or sha512"
-            ))
-        }
-    })
+    cloister_tee::initdata::InitdataDigest::of(init.body.as_bytes())
+        .map(|d| d.as_bytes().to_vec())
+        .map_err(|e| e.to_string())
 }
 
 /// A running KBS's state.
@@ -1231,12 +1220,21 @@ mod tests {
             body
         })
         .is_err());
-        let bad = "algorithm = \"md5\"\n".to_string();
-        assert!(init_data_digest(&InitData {
-            format: "toml".into(),
-            body: bad
-        })
-        .is_err());
+        // The KBS follows the one rule: no default algorithm, no other
+        // version, no `sha-256` spelling.
+        for bad in [
+            "algorithm = \"md5\"\n",
+            "version = \"0.1.0\"\n[data]\n",
+            "version = \"0.2.0\"\nalgorithm = \"sha256\"\n[data]\n",
+            "version = \"0.1.0\"\nalgorithm = \"sha-256\"\n[data]\n",
+        ] {
+            let err = init_data_digest(&InitData {
+                format: "toml".into(),
+                body: bad.to_string(),
+            })
+            .unwrap_err();
+            assert!(err.contains("initdata"), "{bad:?}: {err}");
+        }
     }
 
     #[test]

@@ -91,7 +91,9 @@ pub fn run(args: EvidenceArgs) -> anyhow::Result<()> {
     let result = rt.block_on(async move {
         let mut sandbox = Sandbox::start(config, &qemu, backend.as_ref())?;
         let got = async {
-            let client = sandbox.wait_ready().await?;
+            // A TEE guest answers nothing but CreateSandbox first, and its
+            // measured initdata must allow GetEvidence with host bytes.
+            let client = sandbox.boot().await?;
             Ok::<_, anyhow::Error>(
                 client
                     .get_evidence(report_data, Duration::from_secs(60))

@@ -12,6 +12,7 @@ mod cmd_evidence;
 mod cmd_image;
 mod cmd_kbs;
 mod cmd_measure;
+mod cmd_policy;
 mod cmd_ps;
 mod cmd_run;
 mod cmd_sim;
@@ -60,6 +61,8 @@ enum Command {
     Bench(cmd_bench::BenchArgs),
     /// Image tools: encrypt an OCI layout for in-guest decryption.
     Image(cmd_image::ImageArgs),
+    /// Agent policies: generate one from Kubernetes YAML.
+    Policy(cmd_policy::PolicyArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -80,5 +83,6 @@ fn main() -> anyhow::Result<()> {
         Command::Sim(a) => cmd_sim::run(a),
         Command::Bench(a) => cmd_bench::run(a),
         Command::Image(a) => cmd_image::run(a),
+        Command::Policy(a) => cmd_policy::run(a),
     }
 }
