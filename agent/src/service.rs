@@ -38,6 +38,8 @@ pub struct Agent {
     /// Session state and the installed policy.
     pub session: Session,
     attester: OnceLock<Result<Arc<dyn Attester>, String>>,
+    /// The measured initdata settings (issue 9).
+    pub settings: crate::settings::Settings,
 }
 
 fn status(code: Code, msg: impl Into<String>) -> ttrpc::Error {
@@ -71,6 +73,7 @@ impl Agent {
             shutdown,
             session: Session::new(),
             attester: OnceLock::new(),
+            settings: Default::default(),
         }
     }
 
@@ -107,6 +110,10 @@ impl Agent {
             ),
             None => crate::log!("no initdata; the {tee} field is zero as expected"),
         }
+        // Issue 9: settings, network, and the guest's own attestation.
+        crate::kbs::on_create_sandbox(&self.settings, attester.clone(), initdata)
+            .await
+            .map_err(|e| status(Code::FAILED_PRECONDITION, e))?;
         Ok(())
     }
 
@@ -464,6 +471,11 @@ impl AgentService for AgentApi {
             .attester()
             .await
             .map_err(|m| status(Code::UNIMPLEMENTED, m))?;
+        // No host bytes get signed unless the measured initdata says so.
+        self.0
+            .settings
+            .host_evidence(a.tee())
+            .map_err(|e| status(Code::PERMISSION_DENIED, e.to_string()))?;
         let evidence = a.evidence(rd).map_err(|e| {
             status(
                 Code::INTERNAL,
