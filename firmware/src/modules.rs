@@ -19,6 +19,7 @@
 //! - host authentication: `qemu_fw_cfg` (the per-sandbox agent secret
 //!   arrives as a fw_cfg file)
 //! - entropy: `virtio_rng`
+//! - network (to the KBS and registry that initdata names): `virtio_net`
 //! - confidential guest: `configfs`, `tsm` (configfs-tsm reports; called
 //!   `tsm_report` in later kernels), `sev_guest`, `tdx_guest`
 
@@ -57,6 +58,8 @@ pub const AGENT_MODULES: &[Request] = &[
     req("virtio_console", Need::Required),
     req("qemu_fw_cfg", Need::Required),
     req("virtio_rng", Need::Optional),
+    // The NIC to the endpoints initdata names (issue 9).
+    req("virtio_net", Need::Required),
     req("virtio_blk", Need::Required),
     req("overlay", Need::Required),
     req("vsock", Need::Required),

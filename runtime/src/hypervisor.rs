@@ -84,6 +84,8 @@ pub struct VmSpec {
     /// guest the file, never its content on a command line (QEMU: the
     /// fw_cfg file [`AGENT_SECRET_FW_CFG`]).
     pub agent_secret: Option<PathBuf>,
+    /// The NIC, if the sandbox has one ([`crate::net`]).
+    pub net: Option<crate::net::NetSpec>,
 }
 
 /// The fw_cfg name under which the guest finds the agent secret.

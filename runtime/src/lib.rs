@@ -17,6 +17,7 @@ pub mod control;
 pub mod fake;
 pub mod hypervisor;
 pub mod initdata;
+pub mod net;
 pub mod qemu;
 pub mod rootfs;
 pub mod sandbox;

@@ -253,6 +253,10 @@ pub fn qemu_args(spec: &VmSpec) -> Result<Vec<String>, QemuError> {
             ),
         ]);
     }
+    if let Some(net) = &spec.net {
+        let args = net.qemu_args();
+        push(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    }
     for o in &objects {
         push(&["-object", o]);
     }
@@ -389,6 +393,7 @@ mod tests {
             rootfs_image: Some("/s/rootfs.img".into()),
             tee: QemuSettings::default(),
             agent_secret: Some("/s/agent-secret".into()),
+            net: None,
         }
     }
 

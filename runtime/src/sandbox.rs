@@ -114,6 +114,9 @@ pub enum SandboxError {
     /// The vhost-user vsock backend failed.
     #[error(transparent)]
     VhostUser(#[from] crate::vhost_user::VhostUserError),
+    /// The network the initdata asks for could not be planned.
+    #[error("sandbox network")]
+    Net(#[from] crate::net::NetError),
 }
 
 /// Which agent channel a sandbox uses.
@@ -367,6 +370,7 @@ impl<V: VmHandle> Sandbox<V> {
             rootfs_image,
             tee: prepared.qemu,
             agent_secret: Some(secret_file),
+            net: crate::net::NetSpec::for_initdata(config.initdata.as_deref())?,
         };
         let vm = hv.start(&spec).map_err(Into::into)?;
         meta.vmm_pid = Some(vm.pid());

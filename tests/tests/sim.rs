@@ -31,8 +31,16 @@ fn sim_guest_evidence_verifies_against_measured_reference_values() {
         &cloister(&cfg, &["sim", "trust-anchor", "-o", &ta]),
         "sim trust-anchor",
     );
+    // The guest signs host-chosen report_data only when its measured
+    // initdata allows it (issue 9); the reference values carry its digest.
+    let allow = p("initdata-allow.toml");
+    std::fs::write(
+        &allow,
+        "version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n\"cloister.toml\" = \"allow_host_evidence = true\\n\"\n",
+    )
+    .unwrap();
     let rv_text = ok(
-        &cloister(&cfg, &["measure", "--tee", "sim"]),
+        &cloister(&cfg, &["measure", "--tee", "sim", "--initdata", &allow]),
         "measure --tee sim",
     );
     std::fs::write(p("rv.json"), &rv_text).unwrap();
@@ -146,6 +154,8 @@ fn sim_guest_evidence_verifies_against_measured_reference_values() {
                 &kernel,
                 "--initrd",
                 &p("initramfs.tampered"),
+                "--initdata",
+                &allow,
             ],
         ),
         "measure --tee sim (tampered)",

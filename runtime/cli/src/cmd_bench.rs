@@ -239,6 +239,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         tee: Default::default(),
         // The bare boot is timed to /init; it never serves a host.
         agent_secret: None,
+        net: None,
     };
     let (mut bare, mut ready, mut output, mut total) = (vec![], vec![], vec![], vec![]);
     let (mut rt_hwm, mut q_hwm, mut bare_hwm) = (vec![], vec![], vec![]);

@@ -17,6 +17,8 @@ mod cmd_ps;
 mod cmd_run;
 mod cmd_sim;
 mod cmd_verify;
+// issue 9 (branch guest)
+mod cmd_initdata;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -63,6 +65,14 @@ enum Command {
     Image(cmd_image::ImageArgs),
     /// Agent policies: generate one from Kubernetes YAML.
     Policy(cmd_policy::PolicyArgs),
+    /// Write initdata documents (the guest's measured settings).
+    Initdata(cmd_initdata::InitdataArgs),
+    /// The host end of a guest network forward (QEMU runs it per connection).
+    #[command(name = "net-relay", hide = true)]
+    NetRelay {
+        /// The host's 127.0.0.1 port.
+        port: u16,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -84,5 +94,11 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(a) => cmd_bench::run(a),
         Command::Image(a) => cmd_image::run(a),
         Command::Policy(a) => cmd_policy::run(a),
+        Command::Initdata(a) => cmd_initdata::run(a),
+        // Silent: stdout and stderr are the guest's connection.
+        Command::NetRelay { port } => {
+            let ok = cloister_runtime::net::relay_stdio(port).is_ok();
+            std::process::exit(if ok { 0 } else { 1 })
+        }
     }
 }
