@@ -6,6 +6,8 @@
 //!
 //! It is not a test framework: each test still asserts what it means.
 
+pub mod kbs_server;
+
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};

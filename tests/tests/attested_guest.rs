@@ -1,0 +1,343 @@
+//! The attested guest end to end (issue 9), with real peers on 127.0.0.1:
+//! a sim-TEE guest (TCG) whose agent attests itself to `cloister kbs serve`
+//! with the KBS URL from its measured initdata, reaches exactly the host
+//! ports that initdata names, and refuses to sign host-chosen report_data.
+
+#![allow(clippy::unwrap_used)] // tests may unwrap
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cloister_e2e::kbs_server::KbsServer;
+use cloister_e2e::{assets, boot_lock, cloister_bin};
+use cloister_e2e::{cloister_with_config as cloister, stdout_of_success as ok};
+use cloister_runtime::agent::{block_rootfs, oci_spec};
+use cloister_runtime::{ChannelChoice, Sandbox, SandboxConfig};
+use cloister_tee::TeeKind;
+
+const CONTAINER: &str = "c0";
+
+fn initdata(entries: &[(&str, &str)]) -> Vec<u8> {
+    let mut s = String::from("version = \"0.1.0\"\nalgorithm = \"sha384\"\n\n[data]\n");
+    for (k, v) in entries {
+        s.push_str(&format!("{k:?} = '''\n{v}'''\n"));
+    }
+    s.into_bytes()
+}
+
+/// A sandbox config for a sim guest (serial channel, so `cloister measure
+/// --tee sim` predicts its command line), with the busybox rootfs.
+fn sim_config(
+    dir: &Path,
+    initramfs: Option<PathBuf>,
+    rootfs: Option<&Path>,
+    doc: Vec<u8>,
+) -> SandboxConfig {
+    let assets = assets();
+    let runtime_dir = dir.join("run");
+    std::fs::create_dir_all(&runtime_dir).unwrap();
+    // QEMU runs the relay per forwarded connection: the cloister binary,
+    // not this test executable.
+    std::env::set_var("CLOISTER_NET_RELAY", cloister_bin());
+    SandboxConfig {
+        tee: TeeKind::Sim,
+        kernel: assets.kernel.clone(),
+        initramfs: initramfs.unwrap_or(assets.initramfs.clone()),
+        rootfs: rootfs.map(Path::to_owned),
+        vcpus: 1,
+        memory_mib: 512,
+        accel: cloister_runtime::accel::probe().accel,
+        agent_timeout: Duration::from_secs(240),
+        extra_cmdline: vec![],
+        runtime_dir,
+        command: vec!["attested-guest-test".into()],
+        channel: ChannelChoice::Serial,
+        initdata: Some(doc),
+    }
+}
+
+fn backend(config_dir: &Path) -> Box<dyn cloister_tee::HostBackend> {
+    let opts = cloister_tee::host::HostOptions {
+        config_dir: config_dir.to_owned(),
+    };
+    cloister_tee::host::backend(TeeKind::Sim, &opts)
+}
+
+/// Boots, runs CreateSandbox with the launch's initdata, then `cmd` (if
+/// any) in a container; returns CreateSandbox's error text or the
+/// container's stdout.
+fn boot_and_run(
+    config: SandboxConfig,
+    config_dir: &Path,
+    cmd: Option<&[&str]>,
+) -> Result<String, String> {
+    let runtime_dir = config.runtime_dir.clone();
+    let qemu = cloister_runtime::Qemu::find().expect("QEMU");
+    let be = backend(config_dir);
+    let _lock = boot_lock();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let r = rt.block_on(async {
+        let mut sb = Sandbox::start(config, &qemu, be.as_ref()).expect("sandbox");
+        let client = sb.wait_ready().await.expect("agent ready");
+        let r = match client.create_sandbox(sb.id(), sb.initdata()).await {
+            Err(e) => Err(e.to_string()),
+            Ok(()) => match cmd {
+                None => Ok(String::new()),
+                Some(cmd) => {
+                    let args: Vec<String> = cmd.iter().map(|s| s.to_string()).collect();
+                    client
+                        .create_container(CONTAINER, oci_spec(&args, "t"), block_rootfs())
+                        .await
+                        .unwrap();
+                    client.start_container(CONTAINER).await.unwrap();
+                    let mut out = Vec::new();
+                    loop {
+                        let d = client.read_output(CONTAINER, "", false).await.unwrap();
+                        if d.is_empty() {
+                            break;
+                        }
+                        out.extend_from_slice(&d);
+                    }
+                    let st = client.wait(CONTAINER, "").await.unwrap();
+                    assert_eq!(st.code, 0, "{}", String::from_utf8_lossy(&out));
+                    Ok(String::from_utf8_lossy(&out).into_owned())
+                }
+            },
+        };
+        let tail = sb.console_tail(30).join("\n");
+        sb.shutdown().await;
+        r.map_err(|e| format!("{e}\nconsole:\n{tail}"))
+    });
+    // Nothing left behind.
+    assert_eq!(std::fs::read_dir(&runtime_dir).unwrap().count(), 0);
+    r
+}
+
+/// A host service on 127.0.0.1 that greets each connection with `hello`
+/// and counts them.
+fn greeter(hello: &'static str) -> (u16, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let n = Arc::new(AtomicUsize::new(0));
+    let count = n.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            count.fetch_add(1, Ordering::SeqCst);
+            let _ = s.write_all(hello.as_bytes());
+            let _ = s.shutdown(std::net::Shutdown::Write);
+            let mut sink = [0u8; 64];
+            let _ = s.read(&mut sink);
+        }
+    });
+    (port, n)
+}
+
+/// The guest reaches the host port its initdata names (through guest
+/// 127.0.0.1:PORT, as written), and neither another host port (through
+/// QEMU's host alias 10.0.2.2, which `restrict=on` cuts) nor that port on
+/// its own loopback.
+#[test]
+fn guest_reaches_the_named_host_port_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config");
+    let rootfs = cloister_e2e::busybox_rootfs();
+    let (named, named_hits) = greeter("named-service\n");
+    let (other, other_hits) = greeter("other-service\n");
+    let doc = initdata(&[(
+        "cloister.toml",
+        &format!("insecure_registries = [\"127.0.0.1:{named}\"]\n"),
+    )]);
+    let script = format!(
+        "nc 127.0.0.1 {named} </dev/null; \
+         nc -w 3 10.0.2.2 {other} </dev/null || echo blocked-host-alias; \
+         nc -w 3 10.0.2.2 {named} </dev/null || echo blocked-host-alias-named; \
+         nc -w 3 127.0.0.1 {other} </dev/null || echo blocked-loopback; true"
+    );
+    let out = boot_and_run(
+        sim_config(dir.path(), None, Some(rootfs.path()), doc),
+        &cfg,
+        Some(&["sh", "-c", &script]),
+    )
+    .unwrap();
+    assert!(out.contains("named-service"), "{out}");
+    assert!(!out.contains("other-service"), "{out}");
+    assert!(out.contains("blocked-host-alias\n"), "{out}");
+    assert!(out.contains("blocked-host-alias-named"), "{out}");
+    assert!(out.contains("blocked-loopback"), "{out}");
+    assert_eq!(named_hits.load(Ordering::SeqCst), 1);
+    assert_eq!(other_hits.load(Ordering::SeqCst), 0);
+}
+
+/// A sim guest asked for evidence over host-chosen report_data refuses,
+/// naming the initdata key, and `cloister evidence` says so.
+#[test]
+fn host_get_evidence_is_refused_without_the_initdata_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config");
+    let ev = dir.path().join("ev.cbor");
+    let doc = dir.path().join("initdata.toml");
+    std::fs::write(&doc, initdata(&[])).unwrap();
+    let out = {
+        let _lock = boot_lock();
+        cloister(
+            &cfg,
+            &[
+                "evidence",
+                "--tee",
+                "sim",
+                "--report-data",
+                "00ff",
+                "--initdata",
+                doc.to_str().unwrap(),
+                "-o",
+                ev.to_str().unwrap(),
+            ],
+        )
+    };
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("refused to sign host-chosen report_data")
+            && err.contains("cloister.toml allow_host_evidence"),
+        "{err}"
+    );
+    assert!(!ev.exists(), "no evidence may be written");
+}
+
+/// Fresh KBS setup: admin key, sim trust anchor, reference values for the
+/// launch (`cloister measure --tee sim --initdata`), a secret.
+struct Kbs {
+    server: KbsServer,
+    cfg: PathBuf,
+    admin_key: String,
+}
+
+impl Kbs {
+    fn start(root: &Path) -> Kbs {
+        let cfg = root.join("config");
+        let data = root.join("kbs");
+        std::fs::create_dir_all(&cfg).unwrap();
+        std::fs::create_dir_all(&data).unwrap();
+        let prefix = root.join("admin");
+        ok(
+            &cloister(
+                &cfg,
+                &["kbs", "admin", "keygen", "--out", prefix.to_str().unwrap()],
+            ),
+            "kbs admin keygen",
+        );
+        std::fs::copy(root.join("admin.pub.pem"), data.join("admin.pub.pem")).unwrap();
+        let server = KbsServer::start(
+            &cfg,
+            &[
+                "--insecure-http",
+                "--allow-sim",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+                data.to_str().unwrap(),
+            ],
+        );
+        let kbs = Kbs {
+            server,
+            cfg,
+            admin_key: root.join("admin.key.pem").to_str().unwrap().to_owned(),
+        };
+        let anchors = root.join("anchors.json");
+        std::fs::write(
+            &anchors,
+            ok(&cloister(&kbs.cfg, &["sim", "trust-anchor"]), "ta"),
+        )
+        .unwrap();
+        kbs.admin(&["set-trust-anchors", anchors.to_str().unwrap()]);
+        kbs
+    }
+
+    fn admin(&self, args: &[&str]) {
+        let mut a = vec![
+            "kbs",
+            "admin",
+            "--kbs",
+            &self.server.url,
+            "--key",
+            &self.admin_key,
+        ];
+        a.extend_from_slice(args);
+        ok(&cloister(&self.cfg, &a), &format!("kbs admin {args:?}"));
+    }
+}
+
+/// The agent attests itself to the KBS its initdata names (plain HTTP on
+/// 127.0.0.1, allowed by the initdata) at CreateSandbox; with one byte more
+/// in the initramfs the launch measurement changes and the KBS refuses the
+/// guest's attestation, which CreateSandbox reports.
+#[test]
+fn guest_attests_to_the_kbs_and_a_changed_launch_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let kbs = Kbs::start(root);
+    let port = kbs.server.url.rsplit(':').next().unwrap().to_owned();
+    let doc_bytes = initdata(&[
+        (
+            "aa.toml",
+            &format!("[token_configs.kbs]\nurl = \"http://127.0.0.1:{port}\"\n"),
+        ),
+        ("cloister.toml", "insecure_http = true\n"),
+    ]);
+    let doc = root.join("initdata.toml");
+    std::fs::write(&doc, &doc_bytes).unwrap();
+    let rv = ok(
+        &cloister(
+            &kbs.cfg,
+            &[
+                "measure",
+                "--tee",
+                "sim",
+                "--initdata",
+                doc.to_str().unwrap(),
+            ],
+        ),
+        "measure --tee sim --initdata",
+    );
+    let rv_path = root.join("rv.json");
+    std::fs::write(&rv_path, rv).unwrap();
+    kbs.admin(&["set-reference-values", rv_path.to_str().unwrap()]);
+
+    // The measured launch: the guest attests (the KBS logs a token issued).
+    boot_and_run(
+        sim_config(root, None, None, doc_bytes.clone()),
+        &kbs.cfg,
+        None,
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "the guest should attest:\n{e}\nKBS log:\n{}",
+            kbs.server.log()
+        )
+    });
+
+    // Another initramfs (zero padding appended, which the kernel skips):
+    // same guest, different RIM, refused by the KBS.
+    let tampered = root.join("initramfs-tampered");
+    let mut bytes = std::fs::read(&assets().initramfs).unwrap();
+    bytes.extend_from_slice(&[0u8; 512]);
+    std::fs::write(&tampered, bytes).unwrap();
+    let err = boot_and_run(
+        sim_config(root, Some(tampered), None, doc_bytes),
+        &kbs.cfg,
+        None,
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("attestation to the KBS at http://127.0.0.1:") && err.contains("401"),
+        "{err}"
+    );
+}
