@@ -168,6 +168,7 @@ impl<A: KbsAttester> KbsResources<A> {
         }
         let http = http.build().map_err(KbsSetupError::Http)?;
         let mut client = KbsClient::with_http(http, kbs.url.as_str(), attester);
+        client.allow_http(insecure);
         if let Some(text) = initdata {
             client.set_init_data(text);
         }
@@ -181,6 +182,7 @@ impl<A: KbsAttester> KbsResources<A> {
     }
 
     /// How many resources have been fetched from the KBS (not the cache).
+    #[cfg(test)]
     pub async fn fetches(&self) -> usize {
         self.inner.lock().await.fetches
     }
@@ -224,12 +226,10 @@ pub type GuestKbs = KbsResources<TeeAttester>;
 pub async fn on_create_sandbox(
     settings: &crate::settings::Settings,
     attester: Arc<dyn Attester>,
-    initdata: Option<&[u8]>,
+    config: &GuestConfig,
+    initdata: Option<&cloister_tee::initdata::Initdata>,
 ) -> Result<(), String> {
-    let config = settings
-        .accept(initdata)
-        .map_err(|e| format!("initdata refused: {e}"))?;
-    crate::net::setup(&config)
+    crate::net::setup(config)
         .await
         .map_err(|e| format!("network: {}", chain(&e)))?;
     let Some(kbs) = &config.kbs else {
@@ -238,8 +238,8 @@ pub async fn on_create_sandbox(
     if settings.kbs().is_some() {
         return Ok(());
     }
-    let text = initdata.map(|d| String::from_utf8_lossy(d).into_owned());
-    let client = KbsResources::for_guest(&config, text, attester)
+    let text = initdata.map(|d| String::from_utf8_lossy(d.raw()).into_owned());
+    let client = KbsResources::for_guest(config, text, attester)
         .map_err(|e| format!("KBS {}: {}", kbs.url, chain(&e)))?;
     client.attest().await.map_err(|e| {
         format!(

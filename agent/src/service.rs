@@ -13,7 +13,7 @@ use cloister_tee::Attester;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
-use crate::containers::{ContainerError, Containers};
+use crate::containers::{ContainerError, Containers, RootSource};
 use crate::gate;
 use crate::modules::Loader;
 use crate::session::Session;
@@ -40,6 +40,8 @@ pub struct Agent {
     attester: OnceLock<Result<Arc<dyn Attester>, String>>,
     /// The measured initdata settings (issue 9).
     pub settings: crate::settings::Settings,
+    /// Images pulled in the guest.
+    pub images: crate::image::Images,
 }
 
 fn status(code: Code, msg: impl Into<String>) -> ttrpc::Error {
@@ -74,6 +76,7 @@ impl Agent {
             session: Session::new(),
             attester: OnceLock::new(),
             settings: Default::default(),
+            images: Default::default(),
         }
     }
 
@@ -82,10 +85,13 @@ impl Agent {
     /// MRCONFIGID the host set at launch, and with no initdata that field
     /// must be zero (a host cannot launch with one document and hand over
     /// another, or withhold it). A guest without a TEE refuses initdata.
-    async fn accept_initdata(&self, initdata: Option<&[u8]>) -> ttrpc::Result<()> {
+    async fn accept_initdata(
+        &self,
+        initdata: Option<&[u8]>,
+    ) -> ttrpc::Result<Option<Arc<dyn Attester>>> {
         let attester = match (self.attester().await, initdata) {
             (Ok(a), _) => a,
-            (Err(_), None) => return Ok(()),
+            (Err(_), None) => return Ok(None),
             (Err(why), Some(_)) => {
                 return Err(status(
                     Code::FAILED_PRECONDITION,
@@ -110,11 +116,7 @@ impl Agent {
             ),
             None => crate::log!("no initdata; the {tee} field is zero as expected"),
         }
-        // Issue 9: settings, network, and the guest's own attestation.
-        crate::kbs::on_create_sandbox(&self.settings, attester.clone(), initdata)
-            .await
-            .map_err(|e| status(Code::FAILED_PRECONDITION, e))?;
-        Ok(())
+        Ok(Some(attester))
     }
 
     /// The attester, detected on first use (after the modules it may need,
@@ -205,18 +207,44 @@ impl AgentService for AgentApi {
                 })?,
             )
         };
-        self.0
+        // 1. The document is the one the TEE measured.
+        let attester = self
+            .0
             .accept_initdata(initdata.as_ref().map(|d| d.raw()))
             .await?;
-        let tee = self.0.attester().await.is_ok();
-        if let Some(audit) = self
+        let tee = attester.is_some();
+        // 2. Its settings parse (strictly: an unknown key is refused).
+        let config = self
+            .0
+            .settings
+            .accept(initdata.as_ref().map(|d| d.raw()))
+            .map_err(|e| status(Code::INVALID_ARGUMENT, format!("initdata refused: {e}")))?;
+        // 3. Its policy allows this CreateSandbox.
+        let prepared = self
             .0
             .session
-            .create_sandbox(tee, initdata.as_ref(), &gate::create_sandbox(&req))
-            .map_err(|r| gate::status(&r))?
-        {
+            .prepare(
+                tee,
+                initdata.as_ref(),
+                Some(&config),
+                &gate::create_sandbox(&req),
+            )
+            .map_err(|r| gate::status(&r))?;
+        if let Some(audit) = &prepared.audit {
             crate::log!("policy audit mode, allowed anyway: {audit}");
         }
+        // 4. The network to the endpoints it names, and the guest's own
+        // attestation to its KBS: a refusal shows before anything runs, and
+        // leaves the sandbox uncreated.
+        if let Some(a) = attester {
+            crate::kbs::on_create_sandbox(&self.0.settings, a, &config, initdata.as_ref())
+                .await
+                .map_err(|e| status(Code::FAILED_PRECONDITION, e))?;
+        }
+        self.0
+            .session
+            .install(prepared)
+            .map_err(|r| gate::status(&r))?;
         if !req.hostname.is_empty() {
             crate::init::set_hostname(&req.hostname);
         }
@@ -259,9 +287,35 @@ impl AgentService for AgentApi {
         })?;
         // The block device and overlay drivers are modules.
         self.0.modules.wait_done().await;
-        self.0
-            .containers
-            .create(&req.container_id, &req.exec_id, &req.oci_spec, rootfs)?;
+        if rootfs.kind.enum_value() != Ok(pb::rootfs::Kind::IMAGE) {
+            self.0.containers.create(
+                &req.container_id,
+                &req.exec_id,
+                &req.oci_spec,
+                RootSource::Request(rootfs),
+            )?;
+            return Ok(pb::Empty::new());
+        }
+        // Pulled here, as the measured initdata says, with keys from the KBS
+        // this guest attested to.
+        let config = self.0.settings.get().unwrap_or_default();
+        let tee = self.0.attester().await.is_ok();
+        let image = self
+            .0
+            .images
+            .pull(&rootfs.source, &config, self.0.settings.kbs(), tee)
+            .await
+            .map_err(|e| status(Code::FAILED_PRECONDITION, e))?;
+        let lowers = crate::image::lowerdirs(&image);
+        self.0.containers.create(
+            &req.container_id,
+            &req.exec_id,
+            &req.oci_spec,
+            RootSource::Image {
+                lowers: &lowers,
+                config: &image.config,
+            },
+        )?;
         Ok(pb::Empty::new())
     }
 

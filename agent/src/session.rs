@@ -9,7 +9,7 @@
 //! evaluated by the installed policy ([`cloister_policy::agent`]).
 //!
 //! The policy comes from initdata: `[data] "policy.rego"` (Rego), or a
-//! shipped policy named by `[data] "agent-policy"`; with neither, a TEE guest
+//! shipped policy named by `cloister.toml` `agent_policy`; with neither, a TEE guest
 //! installs `confidential-default`. `allow-all` is installed in a TEE guest
 //! only when initdata names it. A guest without a TEE (no initdata possible)
 //! runs `allow-all`.
@@ -18,7 +18,8 @@
 
 use std::sync::Mutex;
 
-use cloister_policy::agent::{AgentPolicy, Decision, Request, Shipped, SHIPPED_POLICY_KEY};
+use cloister_guest_config::GuestConfig;
+use cloister_policy::agent::{AgentPolicy, Decision, Request, Shipped};
 use cloister_policy::PolicyError;
 use cloister_tee::initdata::Initdata;
 use serde_json::Value;
@@ -72,19 +73,56 @@ impl Default for Session {
     }
 }
 
-/// Which policy initdata selects, and under what name.
-fn select_policy(tee: bool, initdata: Option<&Initdata>) -> Result<AgentPolicy, PolicyError> {
-    let data = initdata.map(|d| serde_json::json!({ "initdata": d.data() }));
+/// Which policy initdata selects. The policy sees the document's `[data]`
+/// entries as `data.initdata`, plus `"image-digests"`: the digests of
+/// `cloister.toml` `pinned_images`, one per line (what
+/// `confidential-default` admits), and `"allow-host-evidence"`.
+fn select_policy(
+    tee: bool,
+    initdata: Option<&Initdata>,
+    config: Option<&GuestConfig>,
+) -> Result<AgentPolicy, PolicyError> {
+    let data = initdata.map(|d| {
+        let mut entries: serde_json::Map<String, Value> = d
+            .data()
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        let pins: String = config
+            .map(|c| c.cloister.pinned_images.iter())
+            .into_iter()
+            .flatten()
+            .map(|p| format!("{}\n", p.digest))
+            .collect();
+        entries.insert(IMAGE_DIGESTS.into(), Value::String(pins));
+        let host_evidence = config.is_some_and(|c| c.cloister.allow_host_evidence);
+        entries.insert(ALLOW_HOST_EVIDENCE.into(), Value::Bool(host_evidence));
+        serde_json::json!({ "initdata": entries })
+    });
     if let Some(rego) = initdata.and_then(Initdata::policy) {
         return AgentPolicy::new(cloister_tee::initdata::POLICY_KEY, rego, data);
     }
-    let named = initdata.and_then(|d| d.get(SHIPPED_POLICY_KEY));
+    let named = config.and_then(|c| c.cloister.agent_policy.as_deref());
     let shipped = match named {
         Some(name) => Shipped::from_name(name)?,
         None if tee => Shipped::ConfidentialDefault,
         None => Shipped::AllowAll,
     };
     AgentPolicy::shipped(shipped, data)
+}
+
+/// The `data.initdata` key under which policies find the pinned digests.
+pub const IMAGE_DIGESTS: &str = "image-digests";
+/// The `data.initdata` key under which policies find `cloister.toml`
+/// `allow_host_evidence` (a boolean).
+pub const ALLOW_HOST_EVIDENCE: &str = "allow-host-evidence";
+
+/// A policy selected and checked at CreateSandbox, not yet installed.
+#[derive(Debug)]
+pub struct Prepared {
+    policy: Box<AgentPolicy>,
+    /// The audit message, if the policy denied CreateSandbox in audit mode.
+    pub audit: Option<String>,
 }
 
 impl Session {
@@ -102,30 +140,64 @@ impl Session {
     }
 
     /// Whether CreateSandbox has succeeded.
+    #[cfg(test)]
     pub fn sandbox_created(&self) -> bool {
         matches!(*self.lock(), State::SandboxCreated { .. })
     }
 
-    /// CreateSandbox after its initdata was checked against the TEE: selects
-    /// and installs the policy, which must itself allow CreateSandbox.
+    /// CreateSandbox after its initdata was checked against the TEE and its
+    /// settings parsed: selects the policy, which must itself allow
+    /// CreateSandbox. Nothing is installed until [`Session::install`], so the
+    /// caller can finish the rest of CreateSandbox (network, attestation)
+    /// first and leave the session untouched if that fails.
+    pub fn prepare(
+        &self,
+        tee: bool,
+        initdata: Option<&Initdata>,
+        config: Option<&GuestConfig>,
+        input: &Value,
+    ) -> Result<Prepared, Refusal> {
+        if matches!(*self.lock(), State::SandboxCreated { .. }) {
+            return Err(Refusal::AlreadyCreated);
+        }
+        if tee && initdata.is_none() {
+            return Err(Refusal::InitdataRequired);
+        }
+        let mut policy = select_policy(tee, initdata, config).map_err(Refusal::BadPolicy)?;
+        let audit = decide(&mut policy, Request::CreateSandbox, input)?;
+        Ok(Prepared {
+            policy: Box::new(policy),
+            audit,
+        })
+    }
+
+    /// Installs a prepared policy: the sandbox now exists.
+    pub fn install(&self, prepared: Prepared) -> Result<(), Refusal> {
+        let mut state = self.lock();
+        if matches!(*state, State::SandboxCreated { .. }) {
+            return Err(Refusal::AlreadyCreated);
+        }
+        *state = State::SandboxCreated {
+            policy: prepared.policy,
+        };
+        Ok(())
+    }
+
+    /// [`Session::prepare`] then [`Session::install`].
+    #[cfg(test)]
     pub fn create_sandbox(
         &self,
         tee: bool,
         initdata: Option<&Initdata>,
         input: &Value,
     ) -> Result<Option<String>, Refusal> {
-        let mut state = self.lock();
-        if matches!(*state, State::SandboxCreated { .. }) {
-            return Err(Refusal::AlreadyCreated);
-        }
-        if tee && initdata.is_none() {
-            return Err(Refusal::InitdataRequired);
-        }
-        let mut policy = select_policy(tee, initdata).map_err(Refusal::BadPolicy)?;
-        let audit = decide(&mut policy, Request::CreateSandbox, input)?;
-        *state = State::SandboxCreated {
-            policy: Box::new(policy),
-        };
+        let config = initdata
+            .map(|d| GuestConfig::from_initdata(&String::from_utf8_lossy(d.raw())))
+            .transpose()
+            .map_err(|e| Refusal::Denied(e.to_string()))?;
+        let p = self.prepare(tee, initdata, config.as_ref(), input)?;
+        let audit = p.audit.clone();
+        self.install(p)?;
         Ok(audit)
     }
 
@@ -247,7 +319,9 @@ mod tests {
         let s = Session::new();
         s.create_sandbox(
             true,
-            Some(&initdata("\"agent-policy\" = \"allow-all\"\n")),
+            Some(&initdata(
+                "\"cloister.toml\" = \"agent_policy = 'allow-all'\"\n",
+            )),
             &json!({}),
         )
         .unwrap();
@@ -261,7 +335,9 @@ mod tests {
         let err = s
             .create_sandbox(
                 true,
-                Some(&initdata("\"agent-policy\" = \"allow-most\"\n")),
+                Some(&initdata(
+                    "\"cloister.toml\" = \"agent_policy = 'allow-most'\"\n",
+                )),
                 &json!({}),
             )
             .unwrap_err();
@@ -310,7 +386,9 @@ mod tests {
         let s = Session::new();
         s.create_sandbox(
             true,
-            Some(&initdata(&format!("\"image-digests\" = \"{d}\"\n"))),
+            Some(&initdata(&format!(
+                "\"cloister.toml\" = \"pinned_images = ['r/a@{d}']\"\n"
+            ))),
             &json!({}),
         )
         .unwrap();

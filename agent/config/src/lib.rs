@@ -318,6 +318,9 @@ pub struct CloisterSettings {
     pub insecure_http: bool,
     /// The host may ask GetEvidence over its own report_data.
     pub allow_host_evidence: bool,
+    /// A shipped agent policy by name (`allow-all`, `confidential-default`),
+    /// used when there is no `policy.rego`.
+    pub agent_policy: Option<String>,
     /// Layer decryption keys (JWE private keys) as KBS resources.
     pub decryption_keys: Vec<ResourcePath>,
     /// Registries that may be reached over plain HTTP.
@@ -423,6 +426,8 @@ struct CloisterToml {
     insecure_http: bool,
     #[serde(default, skip_serializing_if = "is_false")]
     allow_host_evidence: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    agent_policy: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     decryption_keys: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -541,6 +546,7 @@ impl GuestConfig {
         )?;
         cfg.cloister.insecure_http = cl.insecure_http;
         cfg.cloister.allow_host_evidence = cl.allow_host_evidence;
+        cfg.cloister.agent_policy = cl.agent_policy;
         if let Some(url) = url {
             let key = if aa_kbs.is_some() { AA_URL } else { CDH_URL };
             let parsed: Url = url.parse().map_err(|r| value_err(key, &url, r))?;
@@ -680,6 +686,7 @@ impl GuestConfig {
         let cl = CloisterToml {
             insecure_http: c.insecure_http,
             allow_host_evidence: c.allow_host_evidence,
+            agent_policy: c.agent_policy.clone(),
             decryption_keys: c.decryption_keys.iter().map(|r| r.to_kbs_uri()).collect(),
             insecure_registries: c
                 .insecure_registries

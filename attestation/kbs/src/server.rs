@@ -29,7 +29,6 @@ use cloister_policy::Policy;
 use kbs_types::{Attestation, Challenge, InitData, Request, Tee, TeePubKey};
 use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
 use serde_json::{json, Value};
-use sha2::Digest;
 
 use crate::config::Config;
 use crate::limit::RateLimiter;
@@ -1214,7 +1213,10 @@ mod tests {
             body: body.clone(),
         })
         .unwrap();
-        assert_eq!(d, sha2::Sha256::digest(body.as_bytes()).to_vec());
+        assert_eq!(
+            d,
+            <sha2::Sha256 as sha2::Digest>::digest(body.as_bytes()).to_vec()
+        );
         assert!(init_data_digest(&InitData {
             format: "json".into(),
             body

@@ -2,7 +2,7 @@
 #
 # For development with `--tee none`. A guest with a TEE refuses this policy
 # unless its measured initdata names it explicitly
-# (`"agent-policy" = "allow-all"` in [data]), so a host cannot fall back to
+# (`agent_policy = "allow-all"` in its cloister.toml entry), so a host cannot fall back to
 # it by withholding a policy.
 package agent_policy
 

@@ -7,9 +7,12 @@
 #   kernel file systems otherwise;
 # - the required namespaces (pid, ipc, uts, mount), none joined by path;
 # - capabilities within the container runtimes' default set;
-# - images only by a digest that initdata pins (`[data] "image-digests"`,
-#   one `sha256:...` per line);
-# - GetEvidence refused (the host gets no fresh evidence from the guest);
+# - images only by a digest that initdata pins (cloister.toml pinned_images;
+#   the agent passes their digests as data.initdata["image-digests"], one
+#   `sha256:...` per line);
+# - GetEvidence refused (the host gets no fresh evidence from the guest),
+#   unless initdata sets cloister.toml allow_host_evidence (the agent passes
+#   it as data.initdata["allow-host-evidence"]);
 # - SetPolicy refused (the measured policy stays).
 #
 # Denials name the rule that failed through `violations`.
@@ -38,6 +41,8 @@ default PullImageRequest := false
 CreateContainerRequest if count(create_violations) == 0
 
 PullImageRequest if pinned_reference(input.image)
+
+GetEvidenceRequest if object.get(data.initdata, "allow-host-evidence", false) == true
 
 # The rootfs kind of an image the agent pulled itself.
 image_rootfs_kind := "IMAGE"
@@ -143,7 +148,7 @@ create_violations contains msg if {
 violations := {
 	"CreateContainerRequest": create_violations,
 	"ExecProcessRequest": {"no_exec: ExecProcess is refused in a confidential guest"},
-	"GetEvidenceRequest": {"no_host_evidence: GetEvidence is refused in a confidential guest"},
+	"GetEvidenceRequest": {"no_host_evidence: GetEvidence is refused in a confidential guest unless initdata sets cloister.toml allow_host_evidence"},
 	"SetPolicyRequest": {"no_set_policy: the measured policy cannot be replaced"},
 	"PullImageRequest": {sprintf("pinned_image_digest: image %v is not referenced by a digest initdata pins", [object.get(input, "image", "")])},
 }

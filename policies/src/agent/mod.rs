@@ -39,9 +39,9 @@ pub const PACKAGE: &str = "agent_policy";
 /// The rule that turns on audit mode (Kata's name).
 pub const AUDIT_RULE: &str = "AllowRequestsFailingPolicy";
 
-/// The initdata `[data]` entry that names a shipped policy instead of
-/// carrying Rego (`"agent-policy" = "allow-all"`).
-pub const SHIPPED_POLICY_KEY: &str = "agent-policy";
+/// Where initdata names a shipped policy instead of carrying Rego: the
+/// `cloister.toml` entry's key (`agent_policy = "allow-all"`).
+pub const SHIPPED_POLICY_KEY: &str = "cloister.toml agent_policy";
 
 /// A policy Cloister ships.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +72,7 @@ impl Shipped {
         }
     }
 
-    /// Parses a shipped policy name (the value of initdata's `agent-policy`).
+    /// Parses a shipped policy name (the value of initdata's `cloister.toml` `agent_policy`).
     pub fn from_name(name: &str) -> Result<Self, PolicyError> {
         Self::ALL
             .into_iter()

@@ -27,9 +27,11 @@ struct NewArgs {
     /// Where to write the document.
     #[arg(short, long, value_name = "FILE")]
     output: PathBuf,
-    /// The KBS the guest attests to (https://..., or http://... with --insecure-http).
+    /// The KBS the guest attests to (https://..., or http://... with
+    /// --insecure-http). Without one the guest attests nowhere, and may name
+    /// no KBS resources.
     #[arg(long, value_name = "URL")]
-    kbs: Url,
+    kbs: Option<Url>,
     /// CA certificate (PEM file) that signs the KBS's TLS certificate.
     #[arg(long, value_name = "PEM")]
     kbs_cert: Option<PathBuf>,
@@ -59,8 +61,18 @@ struct NewArgs {
     #[arg(long)]
     allow_host_evidence: bool,
     /// The agent policy (Rego), embedded verbatim as `policy.rego`.
-    #[arg(long, value_name = "FILE.rego")]
+    #[arg(long, value_name = "FILE.rego", conflicts_with = "agent_policy")]
     policy: Option<PathBuf>,
+    /// A shipped agent policy by name: allow-all or confidential-default
+    /// (the default in a TEE guest).
+    #[arg(long, value_name = "NAME", value_parser = shipped_policy)]
+    agent_policy: Option<String>,
+}
+
+fn shipped_policy(s: &str) -> Result<String, String> {
+    cloister_policy::agent::Shipped::from_name(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| e.to_string())
 }
 
 fn kbs_uri(s: &str) -> Result<ResourcePath, String> {
@@ -85,11 +97,12 @@ fn new(a: NewArgs) -> anyhow::Result<()> {
     let read = |p: &PathBuf| {
         std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
     };
+    if a.kbs.is_none() && a.kbs_cert.is_some() {
+        anyhow::bail!("--kbs-cert without --kbs: expected the KBS URL the certificate is for");
+    }
+    let cert = a.kbs_cert.as_ref().map(read).transpose()?;
     let mut c = GuestConfig {
-        kbs: Some(KbsConfig {
-            url: a.kbs,
-            cert: a.kbs_cert.as_ref().map(read).transpose()?,
-        }),
+        kbs: a.kbs.map(|url| KbsConfig { url, cert }),
         policy_rego: a.policy.as_ref().map(read).transpose()?,
         ..Default::default()
     };
@@ -97,6 +110,7 @@ fn new(a: NewArgs) -> anyhow::Result<()> {
     c.image.registry_auth = a.registry_auth;
     c.cloister.insecure_http = a.insecure_http;
     c.cloister.allow_host_evidence = a.allow_host_evidence;
+    c.cloister.agent_policy = a.agent_policy;
     c.cloister.decryption_keys = a.decryption_keys;
     c.cloister.insecure_registries = a.insecure_registries;
     c.cloister.pinned_images = a.pins;
