@@ -303,20 +303,39 @@ fn started_proc(
     })
 }
 
-fn mount_rootfs(dir: &Path, rootfs: &Rootfs) -> Result<(PathBuf, Vec<PathBuf>)> {
+/// Where a container's root filesystem comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum RootSource<'a> {
+    /// As the request says (NINEP, BLOCK, GUEST_PATH).
+    Request(&'a Rootfs),
+    /// An image the agent pulled itself: its unpacked layers (overlayfs
+    /// lowerdirs, top first) and its config, under a writable tmpfs.
+    Image {
+        /// The lowerdirs, top first.
+        lowers: &'a [PathBuf],
+        /// What the image says to run, for a request that names no command.
+        config: &'a cloister_image::ImageConfig,
+    },
+}
+
+fn mount_rootfs(dir: &Path, source: RootSource<'_>) -> Result<(PathBuf, Vec<PathBuf>)> {
+    let rootfs = match source {
+        RootSource::Request(r) => r,
+        RootSource::Image { lowers, .. } => return mount_overlay(dir, lowers, Vec::new()),
+    };
     let lower = dir.join("lower");
     std::fs::create_dir_all(&lower).map_err(io_internal(format!("mkdir {}", lower.display())))?;
     let ro = MsFlags::MS_RDONLY | MsFlags::MS_NODEV;
     let kind = rootfs.kind.enum_value().map_err(|v| {
         ContainerError::InvalidArgument(format!(
-            "unknown rootfs kind {v}: expected NINEP, BLOCK or GUEST_PATH"
+            "unknown rootfs kind {v}: expected NINEP, BLOCK, GUEST_PATH or IMAGE"
         ))
     })?;
     let source = rootfs.source.as_str();
     match kind {
         RootfsKind::UNSPECIFIED => {
             return Err(ContainerError::InvalidArgument(
-                "rootfs kind is not set: expected NINEP, BLOCK or GUEST_PATH".into(),
+                "rootfs kind is not set: expected NINEP, BLOCK, GUEST_PATH or IMAGE".into(),
             ))
         }
         RootfsKind::NINEP => mount(
@@ -341,12 +360,31 @@ fn mount_rootfs(dir: &Path, rootfs: &Rootfs) -> Result<(PathBuf, Vec<PathBuf>)> 
                 ))
             })?
         }
+        RootfsKind::IMAGE => {
+            return Err(ContainerError::Internal(
+                "an IMAGE rootfs is pulled before it is mounted".into(),
+            ))
+        }
         RootfsKind::GUEST_PATH => mount(Some(source), &lower, None::<&str>, MsFlags::MS_BIND, None::<&str>)
             .map_err(|e| ContainerError::FailedPrecondition(format!("bind-mounting {source}: {}", e.desc())))?,
     }
-    let mut mounts = vec![lower.clone()];
     if !rootfs.writable_overlay {
-        return Ok((lower, mounts));
+        return Ok((lower.clone(), vec![lower]));
+    }
+    mount_overlay(dir, std::slice::from_ref(&lower), vec![lower.clone()])
+}
+
+/// A writable overlay (upper on its own tmpfs) over `lowers` (top first);
+/// `mounts` are the mounts made so far, to which the overlay's are added.
+fn mount_overlay(
+    dir: &Path,
+    lowers: &[PathBuf],
+    mut mounts: Vec<PathBuf>,
+) -> Result<(PathBuf, Vec<PathBuf>)> {
+    if lowers.is_empty() {
+        return Err(ContainerError::InvalidArgument(
+            "the image has no layers: expected at least one".into(),
+        ));
     }
     let rw = dir.join("rw");
     let merged = dir.join("rootfs");
@@ -365,9 +403,10 @@ fn mount_rootfs(dir: &Path, rootfs: &Rootfs) -> Result<(PathBuf, Vec<PathBuf>)> 
     for d in ["upper", "work"] {
         std::fs::create_dir_all(rw.join(d)).map_err(io_internal(format!("mkdir {d}")))?;
     }
+    let lowerdir: Vec<String> = lowers.iter().map(|l| l.display().to_string()).collect();
     let opts = format!(
         "lowerdir={},upperdir={},workdir={}",
-        lower.display(),
+        lowerdir.join(":"),
         rw.join("upper").display(),
         rw.join("work").display()
     );
@@ -386,6 +425,36 @@ fn mount_rootfs(dir: &Path, rootfs: &Rootfs) -> Result<(PathBuf, Vec<PathBuf>)> 
     })?;
     mounts.push(merged.clone());
     Ok((merged, mounts))
+}
+
+/// Fills what the request left open from the image's config, as container
+/// runtimes do: the command (Entrypoint + Cmd) when the request names none,
+/// the image's Env before the request's, and its WorkingDir when the request
+/// keeps the default `/`.
+fn apply_image_config(spec: &mut Spec, config: &cloister_image::ImageConfig) -> Result<()> {
+    let mut p = spec.process().clone().unwrap_or_default();
+    if p.args().as_ref().is_none_or(|a| a.is_empty()) {
+        let args: Vec<String> = config
+            .entrypoint
+            .iter()
+            .chain(config.cmd.iter())
+            .cloned()
+            .collect();
+        if args.is_empty() {
+            return Err(ContainerError::InvalidArgument(
+                "neither the request nor the image config names a command: expected process.args, or an image with Entrypoint or Cmd".into(),
+            ));
+        }
+        p.set_args(Some(args));
+    }
+    let mut env = config.env.clone();
+    env.extend(p.env().clone().unwrap_or_default());
+    p.set_env(Some(env));
+    if p.cwd().as_os_str() == "/" && !config.working_dir.is_empty() {
+        p.set_cwd(PathBuf::from(&config.working_dir));
+    }
+    spec.set_process(Some(p));
+    Ok(())
 }
 
 /// Whether the spec asks for a new PID namespace (whose first process
@@ -442,7 +511,13 @@ impl Containers {
     }
 
     /// CreateContainer.
-    pub fn create(&self, id: &str, exec_id: &str, oci_spec: &[u8], rootfs: &Rootfs) -> Result<()> {
+    pub fn create(
+        &self,
+        id: &str,
+        exec_id: &str,
+        oci_spec: &[u8],
+        source: RootSource<'_>,
+    ) -> Result<()> {
         check_id("container_id", id)?;
         let exec_id = if exec_id.is_empty() { id } else { exec_id };
         check_id("exec_id", exec_id)?;
@@ -456,6 +531,9 @@ impl Containers {
                 "oci_spec is not an OCI runtime-spec config.json: {e}"
             ))
         })?;
+        if let RootSource::Image { config, .. } = source {
+            apply_image_config(&mut spec, config)?;
+        }
         let process = spec.process().clone().ok_or_else(|| {
             ContainerError::InvalidArgument("oci_spec has no process: expected process.args".into())
         })?;
@@ -466,7 +544,7 @@ impl Containers {
         }
         let dir = Path::new(CONTAINERS_DIR).join(id);
         std::fs::create_dir_all(&dir).map_err(io_internal(format!("mkdir {}", dir.display())))?;
-        let (root, mounts) = match mount_rootfs(&dir, rootfs) {
+        let (root, mounts) = match mount_rootfs(&dir, source) {
             Ok(x) => x,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&dir);
@@ -501,7 +579,11 @@ impl Containers {
             return Ok(());
         }
         if needs_cinit(&spec) {
-            if rootfs.writable_overlay {
+            let writable = match source {
+                RootSource::Request(r) => r.writable_overlay,
+                RootSource::Image { .. } => true,
+            };
+            if writable {
                 add_cinit(&mut spec, &process).map_err(cleanup)?;
             } else {
                 crate::log!(

@@ -11,6 +11,7 @@ mod auth;
 mod cinit;
 mod containers;
 mod gate;
+mod image;
 mod init;
 mod kbs;
 mod log;

@@ -71,6 +71,13 @@ pub enum AgentError {
 pub const INITDATA_SINCE: cloister_protocol::ApiVersion =
     cloister_protocol::ApiVersion { major: 1, minor: 1 };
 
+/// The first API version that pulls images itself (Rootfs kind IMAGE).
+pub const IMAGE_SINCE: cloister_protocol::ApiVersion =
+    cloister_protocol::ApiVersion { major: 1, minor: 3 };
+
+/// How long a CreateContainer that pulls an image may take.
+pub const PULL_TIMEOUT: Duration = Duration::from_secs(1800);
+
 /// Checks that an agent speaking `agent` reads `field`, added in `since`:
 /// an older agent would drop the unknown field silently (and run without
 /// the measured policy initdata carries), so the host refuses to send it.
@@ -205,6 +212,17 @@ impl AgentClient {
         }
     }
 
+    /// The guest console log this client reads when a request fails.
+    pub fn console(&self) -> Option<&std::path::Path> {
+        self.console.as_deref().map(PathBuf::as_path)
+    }
+
+    /// The generated ttrpc client, for requests this type does not wrap
+    /// (tests that send raw or hostile requests).
+    pub fn service(&self) -> &AgentServiceClient {
+        &self.agent
+    }
+
     /// The same client, reading `console` (the guest console log) to tell
     /// a panicked guest from a broken connection.
     pub fn with_console(mut self, console: PathBuf) -> Self {
@@ -276,18 +294,7 @@ impl AgentClient {
             return Err(AgentError::NotServing(format!("{status:?}")));
         }
         let ours = cloister_protocol::API_VERSION;
-        let v = self
-            .health
-            .version(
-                ctx(Some(REQUEST_TIMEOUT)),
-                &health::VersionRequest {
-                    client_api_major: ours.major,
-                    client_api_minor: ours.minor,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| self.fail("Version", e))?;
+        let v = self.version().await?;
         cloister_protocol::check_compatible(
             ours,
             cloister_protocol::ApiVersion {
@@ -298,7 +305,30 @@ impl AgentClient {
         Ok(v)
     }
 
-    /// CreateSandbox.
+    /// Version, telling the agent our API version.
+    async fn version(&self) -> Result<health::VersionResponse, AgentError> {
+        self.health
+            .version(
+                ctx(Some(REQUEST_TIMEOUT)),
+                &health::VersionRequest {
+                    client_api_major: cloister_protocol::API_VERSION.major,
+                    client_api_minor: cloister_protocol::API_VERSION.minor,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| self.fail("Version", e))
+    }
+
+    /// The agent's API version.
+    async fn api_version(&self) -> Result<cloister_protocol::ApiVersion, AgentError> {
+        let v = self.version().await?;
+        Ok(cloister_protocol::ApiVersion {
+            major: v.api_major,
+            minor: v.api_minor,
+        })
+    }
+
     /// CreateSandbox, handing the guest its initdata document (if any); a
     /// TEE guest refuses it unless it matches what the TEE reports.
     pub async fn create_sandbox(
@@ -307,22 +337,7 @@ impl AgentClient {
         initdata: Option<&[u8]>,
     ) -> Result<(), AgentError> {
         if initdata.is_some() {
-            let v = self
-                .health
-                .version(
-                    ctx(Some(REQUEST_TIMEOUT)),
-                    &health::VersionRequest {
-                        client_api_major: cloister_protocol::API_VERSION.major,
-                        client_api_minor: cloister_protocol::API_VERSION.minor,
-                        ..Default::default()
-                    },
-                )
-                .await
-                .map_err(|e| rpc_err("Version", e))?;
-            let agent = cloister_protocol::ApiVersion {
-                major: v.api_major,
-                minor: v.api_minor,
-            };
+            let agent = self.api_version().await?;
             check_field_supported(agent, "CreateSandbox.initdata", INITDATA_SINCE)?;
         }
         let req = pb::CreateSandboxRequest {
@@ -346,13 +361,21 @@ impl AgentClient {
         Ok(())
     }
 
-    /// CreateContainer with an OCI spec and a block-device rootfs.
+    /// CreateContainer with an OCI spec and a rootfs ([`block_rootfs`], or
+    /// [`image_rootfs`]: the agent pulls the image, so the request may take
+    /// as long as the pull).
     pub async fn create_container(
         &self,
         container_id: &str,
         oci_spec: Vec<u8>,
         rootfs: pb::Rootfs,
     ) -> Result<(), AgentError> {
+        let image = rootfs.kind.enum_value() == Ok(pb::rootfs::Kind::IMAGE);
+        if image {
+            let agent = self.api_version().await?;
+            check_field_supported(agent, "Rootfs.kind IMAGE", IMAGE_SINCE)?;
+        }
+        let timeout = if image { PULL_TIMEOUT } else { REQUEST_TIMEOUT };
         let req = pb::CreateContainerRequest {
             container_id: container_id.to_owned(),
             oci_spec,
@@ -360,7 +383,7 @@ impl AgentClient {
             ..Default::default()
         };
         self.agent
-            .create_container(ctx(Some(REQUEST_TIMEOUT)), &req)
+            .create_container(ctx(Some(timeout)), &req)
             .await
             .map_err(|e| self.fail("CreateContainer", e))?;
         Ok(())
@@ -540,6 +563,17 @@ pub fn block_rootfs() -> pb::Rootfs {
         kind: pb::rootfs::Kind::BLOCK.into(),
         source: crate::rootfs::GUEST_DEVICE.to_owned(),
         fstype: crate::rootfs::FSTYPE.to_owned(),
+        writable_overlay: true,
+        ..Default::default()
+    }
+}
+
+/// The rootfs message for an image the agent pulls itself (`reference`,
+/// e.g. `127.0.0.1:5000/app@sha256:…`), following the sandbox's initdata.
+pub fn image_rootfs(reference: &str) -> pb::Rootfs {
+    pb::Rootfs {
+        kind: pb::rootfs::Kind::IMAGE.into(),
+        source: reference.to_owned(),
         writable_overlay: true,
         ..Default::default()
     }

@@ -75,6 +75,73 @@ pub fn last_lines(console: &str, n: usize) -> Vec<String> {
     lines[lines.len().saturating_sub(n)..].to_vec()
 }
 
+/// One layer's pull progress, as the agent logs it while it pulls an image
+/// (`cloister-agent: pull sha256:HEX DONE/TOTAL bytes`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullProgress {
+    /// The layer blob's digest.
+    pub layer: String,
+    /// Bytes downloaded.
+    pub done: u64,
+    /// The layer's size.
+    pub total: u64,
+}
+
+/// The pull progress a console line reports, if it is such a line.
+pub fn pull_progress(line: &str) -> Option<PullProgress> {
+    let rest = line.split("cloister-agent: pull ").nth(1)?;
+    let mut words = rest.split_whitespace();
+    let layer = words
+        .next()?
+        .strip_prefix("sha256:")
+        .map(|h| format!("sha256:{h}"))?;
+    let (done, total) = words.next()?.split_once('/')?;
+    (words.next()? == "bytes").then_some(())?;
+    Some(PullProgress {
+        layer,
+        done: done.parse().ok()?,
+        total: total.parse().ok()?,
+    })
+}
+
+/// Follows the console log from its current end: the pull progress lines
+/// written after this call, as they come.
+#[derive(Debug)]
+pub struct Follow {
+    path: std::path::PathBuf,
+    offset: u64,
+    partial: String,
+}
+
+impl Follow {
+    /// Starts at the end of `path` (as it is now).
+    pub fn new(path: &Path) -> Follow {
+        Follow {
+            path: path.to_owned(),
+            offset: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+            partial: String::new(),
+        }
+    }
+
+    /// The pull progress in the lines completed since the last call.
+    pub fn progress(&mut self) -> Vec<PullProgress> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut buf = Vec::new();
+        let read = std::fs::File::open(&self.path).and_then(|mut f| {
+            f.seek(SeekFrom::Start(self.offset))?;
+            f.read_to_end(&mut buf)
+        });
+        let Ok(n) = read else { return Vec::new() };
+        self.offset += n as u64;
+        self.partial.push_str(&String::from_utf8_lossy(&buf));
+        let Some(end) = self.partial.rfind('\n') else {
+            return Vec::new();
+        };
+        let complete: String = self.partial.drain(..=end).collect();
+        complete.lines().filter_map(pull_progress).collect()
+    }
+}
+
 /// Reads the console log (lossily; missing file = empty).
 pub fn read(path: &Path) -> String {
     std::fs::read(path)
@@ -89,6 +156,43 @@ mod tests {
     const PANIC: &str = "\u{1b}c\u{1b}[?7l\u{1b}[2JSeaBIOS\r\n[    2.1] Run /nope as init process\r\n\
         [    2.2] Kernel panic - not syncing: No working init found.  Try passing init= option to kernel.\r\n\
         [    2.3] CPU: 0 UID: 0 PID: 1 Comm: swapper/0\r\n";
+
+    #[test]
+    fn pull_progress_lines_are_read_from_the_growing_console() {
+        let d = format!("sha256:{}", "ab".repeat(32));
+        let line = format!("[   3.5] cloister-agent: pull {d} 1048576/4194304 bytes");
+        assert_eq!(
+            pull_progress(&line),
+            Some(PullProgress {
+                layer: d.clone(),
+                done: 1 << 20,
+                total: 4 << 20
+            })
+        );
+        assert_eq!(
+            pull_progress("cloister-agent: pulled x (sha256:…, 1 layers)"),
+            None
+        );
+        assert_eq!(
+            pull_progress("cloister-agent: pull sha256:x 1/x bytes"),
+            None
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("console.log");
+        std::fs::write(&log, format!("{line}\n")).unwrap();
+        // Only what comes after the start counts, and only whole lines.
+        let mut f = Follow::new(&log);
+        assert!(f.progress().is_empty());
+        let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        use std::io::Write;
+        write!(file, "noise\n[ 4.0] cloister-agent: pull {d} 4194304/4194").unwrap();
+        assert!(f.progress().is_empty());
+        writeln!(file, "304 bytes").unwrap();
+        let p = f.progress();
+        assert_eq!(p.len(), 1);
+        assert_eq!((p[0].done, p[0].total), (4 << 20, 4 << 20));
+    }
 
     #[test]
     fn finds_a_panic_and_cleans_lines() {

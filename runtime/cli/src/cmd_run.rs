@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use cloister_runtime::container::KILL_GRACE;
 use cloister_runtime::{
-    accel, agent, qemu::Qemu, state, tee, Container, Pumps, Sandbox, SandboxConfig,
+    accel, agent, console, qemu::Qemu, state, tee, Container, Pumps, Sandbox, SandboxConfig,
 };
 use cloister_tee::TeeKind;
 use tokio::signal::unix::{signal, SignalKind};
@@ -22,9 +22,20 @@ pub struct RunArgs {
     /// TEE to run in.
     #[arg(long, default_value = "none")]
     tee: TeeKind,
-    /// Host directory holding the container's root filesystem.
-    #[arg(long, value_name = "DIR")]
-    rootfs: PathBuf,
+    /// Host directory holding the container's root filesystem (`--tee none`
+    /// only: a confidential guest never takes its rootfs from the host).
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "image",
+        conflicts_with = "image"
+    )]
+    rootfs: Option<PathBuf>,
+    /// Image the guest agent pulls, verifies and decrypts itself, as the
+    /// measured initdata says (`REGISTRY/REPO@sha256:DIGEST`, or a tag where
+    /// the policy allows it). With no CMD the image's Entrypoint and Cmd run.
+    #[arg(long, value_name = "REF")]
+    image: Option<String>,
     /// vCPUs.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     cpus: u32,
@@ -62,8 +73,8 @@ pub struct RunArgs {
     /// Extra guest kernel command line word (repeatable; for debugging and tests).
     #[arg(long = "kernel-arg", value_name = "WORD", hide = true)]
     kernel_args: Vec<String>,
-    /// The command and its arguments.
-    #[arg(last = true, required = true, value_name = "CMD")]
+    /// The command and its arguments (may be left out with --image).
+    #[arg(last = true, required_unless_present = "image", value_name = "CMD")]
     command: Vec<String>,
 }
 
@@ -82,12 +93,19 @@ pub fn read_initdata(path: Option<&std::path::Path>) -> anyhow::Result<Option<Ve
 
 /// The sandbox configuration for `args`.
 fn config(args: &RunArgs) -> anyhow::Result<SandboxConfig> {
+    if args.tee != TeeKind::None && args.rootfs.is_some() {
+        anyhow::bail!(
+            "--rootfs with --tee {}: a confidential guest never takes its root filesystem from the host; \
+             use --image REF with --initdata FILE (see `cloister initdata new`)",
+            args.tee
+        );
+    }
     let assets = cloister_firmware::Assets::locate(None)?;
     Ok(SandboxConfig {
         tee: args.tee,
         kernel: assets.kernel.clone(),
         initramfs: assets.initramfs.clone(),
-        rootfs: Some(args.rootfs.clone()),
+        rootfs: args.rootfs.clone(),
         vcpus: args.cpus,
         memory_mib: args.memory,
         accel: accel::probe().accel,
@@ -137,7 +155,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         };
         let timing = Timing::new(started);
         timing.mark("ready");
-        let code = run_container(&client, &args.command, &mut sigs, &timing).await;
+        let code = run_container(&client, &args, &mut sigs, &timing).await;
         timing.report(sandbox.vmm_pid());
         sandbox.shutdown().await;
         code
@@ -148,19 +166,87 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     std::process::exit(code)
 }
 
+/// Creates the container: from the host rootfs (`--tee none`), or from an
+/// image the agent pulls, showing the agent's pull progress meanwhile.
+async fn create_container(
+    client: &agent::AgentClient,
+    args: &RunArgs,
+) -> anyhow::Result<Container> {
+    let spec = agent::oci_spec(&args.command, "cloister");
+    let Some(reference) = &args.image else {
+        return Ok(Container::create(client, CONTAINER, spec, agent::block_rootfs()).await?);
+    };
+    eprintln!("cloister: the guest pulls {reference}");
+    let create = Container::create(client, CONTAINER, spec, agent::image_rootfs(reference));
+    tokio::pin!(create);
+    let mut follow = client.console().map(console::Follow::new);
+    let mut show = PullDisplay::new(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let created = loop {
+        tokio::select! {
+            r = &mut create => break r,
+            _ = tick.tick() => show.all(follow.as_mut()),
+        }
+    };
+    show.all(follow.as_mut());
+    show.finish();
+    Ok(created?)
+}
+
+/// Shows pull progress: a bar redrawn in place on a terminal, one plain line
+/// per report otherwise.
+struct PullDisplay {
+    tty: bool,
+    open: bool,
+}
+
+impl PullDisplay {
+    fn new(tty: bool) -> Self {
+        PullDisplay { tty, open: false }
+    }
+
+    fn all(&mut self, follow: Option<&mut console::Follow>) {
+        for p in follow.map(console::Follow::progress).unwrap_or_default() {
+            self.update(&p);
+        }
+    }
+
+    fn update(&mut self, p: &console::PullProgress) {
+        const MIB: f64 = 1024.0 * 1024.0;
+        let short = p.layer.get(..19).unwrap_or(&p.layer);
+        let (done, total) = (p.done as f64 / MIB, p.total as f64 / MIB);
+        if !self.tty {
+            eprintln!("cloister: pull {short} {done:.1}/{total:.1} MiB");
+            return;
+        }
+        let filled = (p.done * 30).checked_div(p.total).unwrap_or(30).min(30) as usize;
+        eprint!(
+            "\rcloister: pull {short} [{}{}] {done:.1}/{total:.1} MiB",
+            "#".repeat(filled),
+            ".".repeat(30 - filled)
+        );
+        self.open = p.done < p.total;
+        if !self.open {
+            eprintln!();
+        }
+    }
+
+    fn finish(&mut self) {
+        if self.open {
+            eprintln!();
+            self.open = false;
+        }
+    }
+}
+
 async fn run_container(
     client: &agent::AgentClient,
-    command: &[String],
+    args: &RunArgs,
     sigs: &mut mpsc::Receiver<i32>,
     timing: &Timing,
 ) -> anyhow::Result<i32> {
-    let container = Container::create(
-        client,
-        CONTAINER,
-        agent::oci_spec(command, "cloister"),
-        agent::block_rootfs(),
-    )
-    .await?;
+    let command = &args.command;
+    let container = create_container(client, args).await?;
     let process = container.start().await?;
     let (first_tx, first_rx) = tokio::sync::oneshot::channel();
     let pumps = Pumps::start(
@@ -237,13 +323,7 @@ fn own_detached(args: RunArgs) -> anyhow::Result<()> {
         };
         let dir = sandbox.state_dir().to_path_buf();
         let started = async {
-            let container = Container::create(
-                &client,
-                CONTAINER,
-                agent::oci_spec(&args.command, "cloister"),
-                agent::block_rootfs(),
-            )
-            .await?;
+            let container = create_container(&client, &args).await?;
             let process = container.start().await?;
             let out = private_file(&dir.join("c0.out")).await?;
             let err = private_file(&dir.join("c0.err")).await?;

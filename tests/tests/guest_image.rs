@@ -1,0 +1,536 @@
+//! The image pulled inside the guest (issue 9), end to end with real peers on
+//! 127.0.0.1: Debian's docker-registry, images built with umoci and pushed
+//! (and encrypted) with skopeo or `cloister image encrypt`, `cloister kbs
+//! serve` holding the keys, and `cloister run --tee sim --initdata F --image
+//! REF` booting a sim-TEE guest (TCG) whose agent attests, pulls, decrypts
+//! and runs `cat /marker`.
+
+#![allow(clippy::unwrap_used)] // tests may unwrap
+
+#[path = "../../agent/image/tests/registry_common/mod.rs"]
+mod registry_common;
+
+use std::path::Path;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use std::process::Output;
+
+use cloister_e2e::kbs_server::TestKbs;
+use cloister_e2e::{boot_lock, cloister_with_config as cloister, stdout_of_success as ok};
+use registry_common::{push, sha256, umoci_busybox_image, Registry};
+
+/// `cloister initdata new -o DIR/initdata.toml ARGS`; returns the path.
+fn initdata(dir: &Path, cfg: &Path, args: &[&str]) -> String {
+    let out = dir.join("initdata.toml");
+    let out = out.to_str().unwrap().to_owned();
+    let mut a = vec!["initdata", "new", "-o", &out];
+    a.extend_from_slice(args);
+    ok(&cloister(cfg, &a), "initdata new");
+    out
+}
+
+/// `cloister run --tee sim --initdata DOC --image REF -- CMD` (one boot at a
+/// time).
+fn run_image(cfg: &Path, doc: &str, reference: &str, cmd: &[&str]) -> Output {
+    run_image_in(cfg, doc, reference, cmd, None)
+}
+
+/// [`run_image`] with the guest assets of `$CLOISTER_CACHE_DIR` = `cache`.
+fn run_image_in(
+    cfg: &Path,
+    doc: &str,
+    reference: &str,
+    cmd: &[&str],
+    cache: Option<&Path>,
+) -> Output {
+    let mut a = vec![
+        "run",
+        "--tee",
+        "sim",
+        "--initdata",
+        doc,
+        "--image",
+        reference,
+        "--memory",
+        "512",
+    ];
+    if !cmd.is_empty() {
+        a.push("--");
+        a.extend_from_slice(cmd);
+    }
+    let _lock = boot_lock();
+    match cache {
+        None => cloister(cfg, &a),
+        Some(dir) => std::process::Command::new(cloister_e2e::cloister_bin())
+            .args(&a)
+            .env("CLOISTER_CONFIG_DIR", cfg)
+            .env("CLOISTER_CACHE_DIR", dir)
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap(),
+    }
+}
+
+/// A copy of the guest assets whose initramfs has two zero pages more (the
+/// kernel skips them): the same guest, another launch measurement.
+fn changed_launch_assets(root: &Path) -> std::path::PathBuf {
+    let assets = cloister_e2e::assets();
+    let cache = root.join("changed-cache");
+    let dir = cache.join("assets");
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = assets.initramfs.parent().unwrap();
+    for entry in std::fs::read_dir(src).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+    }
+    let mut bytes = std::fs::read(&assets.initramfs).unwrap();
+    bytes.extend_from_slice(&[0u8; 8192]);
+    std::fs::write(dir.join(assets.initramfs.file_name().unwrap()), bytes).unwrap();
+    cache
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A busybox image with `/marker` pushed as `repo:v1`; returns its pinned
+/// reference `ADDR/repo@sha256:…`.
+fn push_plain(reg: &Registry, repo: &str, marker: &str) -> String {
+    let img = umoci_busybox_image(marker, "v1");
+    push(
+        &img.path().join("layout"),
+        "v1",
+        &reg.addr,
+        &format!("{repo}:v1"),
+        false,
+    );
+    pinned(reg, repo)
+}
+
+/// `ADDR/repo@sha256:…` of what the registry serves for `repo:v1`.
+fn pinned(reg: &Registry, repo: &str) -> String {
+    let digest = sha256(&reg.raw_manifest(&format!("{repo}:v1")));
+    format!("{}/{repo}@{digest}", reg.addr)
+}
+
+/// A plain image pinned by digest in initdata: the guest pulls it itself and
+/// runs the command; the image's own Cmd runs when none is given; a tag
+/// (not pinned) is refused by the default policy, naming the rule; and a
+/// host rootfs with a TEE is refused before any VM starts.
+#[test]
+fn pinned_plain_image_runs_in_a_sim_guest() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config");
+    let reg = Registry::start();
+    let reference = push_plain(&reg, "plain", "plain-marker\n");
+    let doc = initdata(
+        dir.path(),
+        &cfg,
+        &["--insecure-registry", &reg.addr, "--pin", &reference],
+    );
+
+    let out = run_image(&cfg, &doc, &reference, &["cat", "/marker"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "plain-marker\n");
+
+    // No command: the image's Cmd (`cat /marker`) runs.
+    let out = run_image(&cfg, &doc, &reference, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "plain-marker\n");
+
+    // By tag: the default confidential policy admits only pinned digests.
+    let tagged = format!("{}/plain:v1", reg.addr);
+    let out = run_image(&cfg, &doc, &tagged, &["cat", "/marker"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("pinned_image_digest"), "{}", text(&out));
+
+    // A host rootfs in a TEE guest: refused up front.
+    let rootfs = cloister_e2e::busybox_rootfs();
+    let out = cloister(
+        &cfg,
+        &[
+            "run",
+            "--tee",
+            "sim",
+            "--rootfs",
+            rootfs.path().to_str().unwrap(),
+            "--",
+            "true",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("never takes its root filesystem from the host"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// An image encrypted with `cloister image encrypt` (CoCo's
+/// attestation-agent annotation): the guest attests to the KBS its initdata
+/// names, which releases the KEK only to this launch; the registry only
+/// ever holds ciphertext. With the KEK not in the KBS the pull fails naming
+/// the kid; a launch with one initramfs page more is refused the key.
+#[test]
+fn encrypted_image_is_decrypted_with_a_key_released_after_attestation() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let kbs = TestKbs::start(root);
+    let reg = Registry::start();
+    let img = umoci_busybox_image("secret-marker\n", "v1");
+    let layout = img.path().join("layout");
+    let enc = root.join("enc");
+    let kek = root.join("kek.bin");
+    let kid = "kbs:///default/image-kek/app";
+    ok(
+        &cloister(
+            &kbs.cfg,
+            &[
+                "image",
+                "encrypt",
+                "--input",
+                &format!("oci:{}:v1", layout.display()),
+                "--output",
+                &format!("oci:{}:v1", enc.display()),
+                "--kid",
+                kid,
+                "--kek-out",
+                kek.to_str().unwrap(),
+            ],
+        ),
+        "image encrypt",
+    );
+    push(&enc, "v1", &reg.addr, "enc:v1", false);
+    let reference = pinned(&reg, "enc");
+    // The registry holds no plaintext of the marker.
+    let storage = reg.dir.path().join("storage");
+    let grep = std::process::Command::new("grep")
+        .args(["-r", "-q", "secret-marker"])
+        .arg(&storage)
+        .status()
+        .unwrap();
+    assert!(
+        !grep.success(),
+        "the registry holds the marker in plaintext"
+    );
+
+    let kbs_url = format!("http://127.0.0.1:{}", kbs.port());
+    let doc = initdata(
+        root,
+        &kbs.cfg,
+        &[
+            "--kbs",
+            &kbs_url,
+            "--insecure-http",
+            "--insecure-registry",
+            &reg.addr,
+            "--pin",
+            &reference,
+        ],
+    );
+    kbs.accept_sim_launch(Path::new(&doc));
+
+    // Without the key: the pull stops, naming the kid.
+    let out = run_image(&kbs.cfg, &doc, &reference, &["cat", "/marker"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("default/image-kek/app"),
+        "{}",
+        text(&out)
+    );
+
+    kbs.set_resource("default/image-kek/app", &std::fs::read(&kek).unwrap());
+    let out = run_image(&kbs.cfg, &doc, &reference, &["cat", "/marker"]);
+    assert!(
+        out.status.success(),
+        "{}\nKBS log:\n{}",
+        text(&out),
+        kbs.server.log()
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "secret-marker\n");
+
+    // Another launch (the initramfs changed): the KBS appraises the RIM as
+    // unrecognized and releases nothing.
+    let cache = changed_launch_assets(root);
+    let out = run_image_in(
+        &kbs.cfg,
+        &doc,
+        &reference,
+        &["cat", "/marker"],
+        Some(&cache),
+    );
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("default/image-kek/app")
+            && text(&out).contains("resource policy denies"),
+        "{}",
+        text(&out)
+    );
+    assert!(!text(&out).contains("secret-marker"), "{}", text(&out));
+}
+
+/// An image encrypted by skopeo 1.9 with `--encryption-key jwe:` (RSA): the
+/// private key is a KBS resource that initdata names.
+#[test]
+fn skopeo_jwe_image_is_decrypted_with_a_kbs_private_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let kbs = TestKbs::start(root);
+    let reg = Registry::start();
+    let img = umoci_busybox_image("jwe-marker\n", "v1");
+    let key = root.join("rsa.pem");
+    let public = root.join("rsa.pub");
+    registry_common::run(
+        {
+            let mut c = std::process::Command::new("openssl");
+            c.args(["genrsa", "-out"]).arg(&key).arg("2048");
+            c
+        },
+        "openssl genrsa",
+    );
+    registry_common::run(
+        {
+            let mut c = std::process::Command::new("openssl");
+            c.args(["rsa", "-pubout", "-in"])
+                .arg(&key)
+                .arg("-out")
+                .arg(&public);
+            c
+        },
+        "openssl rsa -pubout",
+    );
+    registry_common::run(
+        {
+            let mut c = std::process::Command::new("skopeo");
+            c.args(["--insecure-policy", "copy", "-q", "--dest-tls-verify=false"])
+                .arg("--encryption-key")
+                .arg(format!("jwe:{}", public.display()))
+                .arg(format!("oci:{}:v1", img.path().join("layout").display()))
+                .arg(format!("docker://{}/jwe:v1", reg.addr));
+            c
+        },
+        "skopeo copy --encryption-key",
+    );
+    let reference = pinned(&reg, "jwe");
+    kbs.set_resource("default/keys/rsa", &std::fs::read(&key).unwrap());
+    let kbs_url = format!("http://127.0.0.1:{}", kbs.port());
+    let doc = initdata(
+        root,
+        &kbs.cfg,
+        &[
+            "--kbs",
+            &kbs_url,
+            "--insecure-http",
+            "--insecure-registry",
+            &reg.addr,
+            "--pin",
+            &reference,
+            "--decryption-key",
+            "kbs:///default/keys/rsa",
+        ],
+    );
+    kbs.accept_sim_launch(Path::new(&doc));
+    let out = run_image(&kbs.cfg, &doc, &reference, &["cat", "/marker"]);
+    assert!(
+        out.status.success(),
+        "{}\nKBS log:\n{}",
+        text(&out),
+        kbs.server.log()
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "jwe-marker\n");
+}
+
+/// A two-platform index (linux/amd64 and linux/arm64/v8) pinned by the
+/// index digest: the guest picks its own platform's manifest.
+#[test]
+fn two_platform_index_runs_the_guests_platform() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config");
+    let reg = Registry::start();
+    let busybox = std::fs::read("/bin/busybox").unwrap();
+    let layer = |marker: &str| {
+        registry_common::tar(|t| {
+            t.dir("bin")
+                .file_mode("bin/busybox", &busybox, 0o755)
+                .symlink("bin/cat", "busybox")
+                .symlink("bin/sh", "busybox")
+                .file("marker", marker.as_bytes());
+        })
+    };
+    let l = registry_common::Layout::new();
+    let amd = l.image("amd64", &[layer("the amd64 image\n")]);
+    let arm = l.image("arm64", &[layer("the arm64 image\n")]);
+    let index = l.index(&[
+        (&amd, "linux", "amd64", None),
+        (&arm, "linux", "arm64", Some("v8")),
+    ]);
+    l.tag(&index, "v1");
+    push(l.path(), "v1", &reg.addr, "multi:v1", true);
+    let reference = pinned(&reg, "multi");
+    let _ = &index.digest;
+    let served: serde_json::Value = serde_json::from_slice(&reg.raw_manifest("multi:v1")).unwrap();
+    assert_eq!(
+        served["manifests"].as_array().unwrap().len(),
+        2,
+        "an index is pinned"
+    );
+    let doc = initdata(
+        dir.path(),
+        &cfg,
+        &["--insecure-registry", &reg.addr, "--pin", &reference],
+    );
+    let out = run_image(&cfg, &doc, &reference, &["cat", "/marker"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "the amd64 image\n");
+}
+
+/// A static file server on 127.0.0.1 (`python3 -m http.server`), killed on
+/// drop: the signature lookaside.
+struct FileServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl FileServer {
+    fn start(dir: &Path) -> FileServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .arg("--directory")
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let up = cloister_e2e::wait_for(std::time::Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        assert!(up, "python3 -m http.server did not listen on {port}");
+        FileServer { child, port }
+    }
+}
+
+impl Drop for FileServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An image signed by skopeo 1.9 `--sign-by` (GPG simple signing, key made
+/// here) with its signature in a lookaside served on 127.0.0.1, checked in
+/// the guest against a containers-policy.json the KBS releases; an unsigned
+/// image under the same policy is refused before any layer is fetched.
+#[test]
+fn gpg_signed_image_runs_and_an_unsigned_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let kbs = TestKbs::start(root);
+    let reg = Registry::start();
+    let home = root.join("gnupg");
+    let lookaside = root.join("lookaside");
+    std::fs::create_dir_all(&lookaside).unwrap();
+    std::fs::create_dir_all(root.join("registries.d")).unwrap();
+    std::fs::write(
+        root.join("registries.d/local.yaml"),
+        format!(
+            "docker:\n  {}:\n    lookaside-staging: file://{}\n",
+            reg.addr,
+            lookaside.display()
+        ),
+    )
+    .unwrap();
+    let sh = |script: &str| {
+        let mut c = std::process::Command::new("sh");
+        c.args(["-ec", script])
+            .current_dir(root)
+            .env("GNUPGHOME", &home);
+        registry_common::run(c, script)
+    };
+    sh(&format!(
+        "mkdir -m 700 {h}; gpg -q --batch --passphrase '' --quick-gen-key 'signer <signer@example.com>' rsa2048 sign 1y",
+        h = home.display()
+    ));
+    let fpr = sh("gpg --with-colons --list-keys | awk -F: '/^fpr/{print $10; exit}'")
+        .trim()
+        .to_owned();
+    sh(&format!("gpg --export {fpr} > signer.gpg"));
+    let public = std::fs::read(root.join("signer.gpg")).unwrap();
+
+    let signed = umoci_busybox_image("signed-marker\n", "v1");
+    sh(&format!(
+        "skopeo --insecure-policy --registries.d registries.d copy -q --dest-tls-verify=false --sign-by {fpr} oci:{}:v1 docker://{}/signed:v1",
+        signed.path().join("layout").display(),
+        reg.addr
+    ));
+    let signed_ref = pinned(&reg, "signed");
+    let unsigned_ref = push_plain(&reg, "unsigned", "unsigned-marker\n");
+    let server = FileServer::start(&lookaside);
+
+    let policy = serde_json::json!({
+        "default": [{"type": "reject"}],
+        "transports": {"docker": {
+            format!("{}/signed", reg.addr): [{
+                "type": "signedBy", "keyType": "GPGKeys",
+                "keyData": STANDARD.encode(&public),
+            }],
+            format!("{}/unsigned", reg.addr): [{
+                "type": "signedBy", "keyType": "GPGKeys",
+                "keyData": STANDARD.encode(&public),
+            }],
+        }},
+    });
+    kbs.set_resource("default/security-policy/app", policy.to_string().as_bytes());
+    let kbs_url = format!("http://127.0.0.1:{}", kbs.port());
+    let lookaside_arg = format!("{}=http://127.0.0.1:{}", reg.addr, server.port);
+    let doc = initdata(
+        root,
+        &kbs.cfg,
+        &[
+            "--kbs",
+            &kbs_url,
+            "--insecure-http",
+            "--insecure-registry",
+            &reg.addr,
+            "--pin",
+            &signed_ref,
+            "--pin",
+            &unsigned_ref,
+            "--image-policy",
+            "kbs:///default/security-policy/app",
+            "--lookaside",
+            &lookaside_arg,
+        ],
+    );
+    kbs.accept_sim_launch(Path::new(&doc));
+
+    let out = run_image(&kbs.cfg, &doc, &signed_ref, &["cat", "/marker"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "signed-marker\n");
+
+    let mark = reg.mark();
+    let out = run_image(&kbs.cfg, &doc, &unsigned_ref, &["cat", "/marker"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("signature"), "{}", text(&out));
+    assert_eq!(
+        reg.requests_after(mark, "/blobs/"),
+        0,
+        "no config or layer was fetched for the unsigned image"
+    );
+}
