@@ -2,12 +2,15 @@
 # Sets Cloister up on a fresh Debian 12 machine and runs the demo:
 #   1. installs system packages, builds the agent, the CLI and the guest assets;
 #   2. `cloister check`;
-#   3. runs a command in a plain sandbox and in a sim-TEE sandbox;
+#   3. runs a command in a plain sandbox, and an image (pinned in initdata)
+#      that a sim-TEE guest pulls itself from a registry on 127.0.0.1;
 #   4. asks a sim guest for evidence, predicts its measurements and verifies it;
-#   5. starts a key broker on 127.0.0.1 and fetches a secret through attestation.
+#   5. starts a key broker on 127.0.0.1 and fetches a secret through attestation;
+#   6. runs an encrypted image whose key the KBS releases only to the guest
+#      after it attested.
 #
 # Usage: scripts/demo.sh [STEP...]   (default: every step, in order)
-# Steps: check, run, sim, evidence, kbs. CLOISTER_DEMO_SETUP=0 skips the
+# Steps: check, run, sim, evidence, kbs, image. CLOISTER_DEMO_SETUP=0 skips the
 # package install and build (tests run single steps that way).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,11 +26,12 @@ cloister() { "$CLOISTER_BIN" "$@"; }
 
 work=$(mktemp -d)
 kbs_pid=""
+registry_pid=""
 cleanup() {
-    if [ -n "$kbs_pid" ]; then
-        kill "$kbs_pid" 2>/dev/null || true
-        wait "$kbs_pid" 2>/dev/null || true
-    fi
+    for pid in $kbs_pid $registry_pid; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -59,18 +63,60 @@ demo_run() {
     set -e
 }
 
+# A free port on 127.0.0.1 (for servers that cannot report the one they bound).
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# Debian's docker-registry on 127.0.0.1 (once per demo run).
+start_registry() {
+    [ -z "$registry_pid" ] || return 0
+    registry="127.0.0.1:$(free_port)"
+    mkdir -p "$work/registry"
+    printf 'version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\n' \
+        "$work/registry/storage" "$registry" > "$work/registry/config.yml"
+    docker-registry serve "$work/registry/config.yml" > "$work/registry/log" 2>&1 &
+    registry_pid=$!
+    for _ in $(seq 1 100); do curl -sf "http://$registry/v2/" >/dev/null && return 0; sleep 0.1; done
+    echo "docker-registry did not start:" >&2; cat "$work/registry/log" >&2; exit 1
+}
+
+# A busybox image with /marker, built with umoci into the OCI layout DIR:v1.
+busybox_image() {
+    local dir=$1 marker=$2
+    umoci init --layout "$dir" && umoci new --image "$dir:v1"
+    umoci unpack --image "$dir:v1" "$work/bundle" >/dev/null
+    cp -a "$work/rootfs/." "$work/bundle/rootfs/"
+    echo "$marker" > "$work/bundle/rootfs/marker"
+    umoci repack --image "$dir:v1" "$work/bundle" && rm -rf "$work/bundle"
+}
+
+# Pushes the layout DIR:v1 as REPO:v1; prints REGISTRY/REPO@DIGEST.
+push_pinned() {
+    skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$1:v1" "docker://$registry/$2:v1"
+    echo "$registry/$2@$(skopeo inspect --tls-verify=false --format '{{.Digest}}' "docker://$registry/$2:v1")"
+}
+
 demo_sim() {
     busybox_rootfs
-    step "cloister run --tee sim: the same in a simulated CCA realm"
-    cloister run --tee sim --rootfs "$work/rootfs" -- echo "hello from a sim realm"
+    start_registry
+    step "cloister run --tee sim: an image the guest pulls itself, pinned by measured initdata"
+    busybox_image "$work/plain" "hello from an image pulled inside a sim realm"
+    ref=$(push_pinned "$work/plain" demo/plain)
+    cloister initdata new -o "$work/initdata-plain.toml" --insecure-registry "$registry" --pin "$ref"
+    cloister run --tee sim --initdata "$work/initdata-plain.toml" --image "$ref" -- cat /marker
+    echo "(a host rootfs is refused with a TEE:)"
+    cloister run --tee sim --rootfs "$work/rootfs" -- true 2>&1 | tail -1 || true
 }
 
 demo_evidence() {
     step "Evidence from a sim guest, predicted and verified"
     nonce=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
-    cloister evidence --tee sim --report-data "$nonce" -o "$work/evidence.cbor"
+    # A guest signs host-chosen report_data only if its measured initdata
+    # says so; the reference values carry that document's digest.
+    cloister initdata new --allow-host-evidence -o "$work/initdata-evidence.toml"
+    cloister evidence --tee sim --report-data "$nonce" --initdata "$work/initdata-evidence.toml" \
+        -o "$work/evidence.cbor"
     cloister sim trust-anchor -o "$work/sim-ta.json"
-    cloister measure --tee sim > "$work/rv.json"
+    cloister measure --tee sim --initdata "$work/initdata-evidence.toml" > "$work/rv.json"
     cat "$work/rv.json"
     # Simulated evidence is never rated as hardware: at best "warning" (exit 1).
     rc=0
@@ -82,8 +128,9 @@ demo_evidence() {
     echo "verdict: $(grep -o '"ear.status": *"[a-z]*"' "$work/ear.json" | head -1)"
 }
 
-demo_kbs() {
-    step "Key broker: a secret released only after attestation"
+# The demo KBS on 127.0.0.1 (once per demo run): sets $url.
+start_kbs() {
+    [ -z "$kbs_pid" ] || return 0
     [ -f "$work/sim-ta.json" ] || cloister sim trust-anchor -o "$work/sim-ta.json"
     mkdir -m 700 -p "$work/kbs"
     (cd "$work" && cloister kbs admin keygen --out "$work/admin" >/dev/null)
@@ -99,19 +146,45 @@ demo_kbs() {
         sleep 0.1
     done
     [ -n "$url" ] || { echo "the KBS did not start:" >&2; cat "$work/kbs.log" >&2; exit 1; }
+    kbs_admin set-trust-anchors "$work/sim-ta.json"
+}
+
+kbs_admin() { cloister kbs admin --kbs "$url" --key "$work/admin.key.pem" "$@"; }
+
+demo_kbs() {
+    step "Key broker: a secret released only after attestation"
+    start_kbs
     echo "the demo secret" > "$work/secret.txt"
-    cloister kbs admin --kbs "$url" --key "$work/admin.key.pem" set-trust-anchors "$work/sim-ta.json"
-    cloister kbs admin --kbs "$url" --key "$work/admin.key.pem" set-resource default/demo/secret "$work/secret.txt"
+    kbs_admin set-resource default/demo/secret "$work/secret.txt"
     printf 'released: '
     cloister attest --kbs "$url" --allow-http --tee sim --resource default/demo/secret
 }
 
+demo_image() {
+    busybox_rootfs
+    start_registry
+    start_kbs
+    step "An encrypted image: its key is released only to the attested guest"
+    busybox_image "$work/app" "a secret marker, decrypted inside the guest"
+    cloister image encrypt --input "oci:$work/app:v1" --output "oci:$work/app-enc:v1" \
+        --kid kbs:///default/image-kek/app --kek-out "$work/kek.bin"
+    ref=$(push_pinned "$work/app-enc" demo/app)
+    echo "the registry holds only ciphertext: $ref"
+    cloister initdata new -o "$work/initdata-app.toml" --kbs "$url" --insecure-http \
+        --insecure-registry "$registry" --pin "$ref"
+    # The KBS releases keys only to this launch: these reference values.
+    cloister measure --tee sim --initdata "$work/initdata-app.toml" > "$work/rv-app.json"
+    kbs_admin set-reference-values "$work/rv-app.json"
+    kbs_admin set-resource default/image-kek/app "$work/kek.bin"
+    cloister run --tee sim --initdata "$work/initdata-app.toml" --image "$ref" -- cat /marker
+}
+
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(check run sim evidence kbs)
+[ ${#steps[@]} -gt 0 ] || steps=(check run sim evidence kbs image)
 for s in "${steps[@]}"; do
     case "$s" in
-        check|run|sim|evidence|kbs) "demo_$s" ;;
-        *) echo "demo.sh: unknown step $s: expected check, run, sim, evidence or kbs" >&2; exit 2 ;;
+        check|run|sim|evidence|kbs|image) "demo_$s" ;;
+        *) echo "demo.sh: unknown step $s: expected check, run, sim, evidence, kbs or image" >&2; exit 2 ;;
     esac
 done
 

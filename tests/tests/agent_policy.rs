@@ -8,13 +8,15 @@
 
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
+#[path = "../../agent/image/tests/registry_common/mod.rs"]
+mod registry_common;
+
 use std::time::Duration;
 
 use cloister_e2e::{assets, boot_lock};
 use cloister_protocol::agent as pb;
 use cloister_protocol::agent_ttrpc::AgentServiceClient;
 use cloister_protocol::ttrpc::{self, Code};
-use cloister_runtime::state::files;
 use cloister_runtime::{ChannelChoice, Sandbox, SandboxConfig};
 use cloister_tee::TeeKind;
 
@@ -60,15 +62,9 @@ where
         .unwrap();
     rt.block_on(async {
         let mut sb = Sandbox::start(config, &qemu, backend.as_ref()).expect("sandbox");
-        sb.wait_ready().await.expect("agent ready");
-        let addr = format!(
-            "unix://{}",
-            sb.state_dir().join(files::AGENT_SOCK).display()
-        );
-        let sock = ttrpc::r#async::transport::Socket::connect(&addr)
-            .await
-            .expect("agent socket");
-        let agent = AgentServiceClient::new(ttrpc::r#async::Client::new(sock));
+        let client = sb.wait_ready().await.expect("agent ready");
+        // Raw requests over the runtime's own (authenticated) connection.
+        let agent = client.service().clone();
         f(agent, doc).await;
         sb.shutdown().await;
     });
@@ -128,7 +124,7 @@ fn create_sandbox(initdata: &[u8]) -> pb::CreateSandboxRequest {
 /// `/`, naming the rule.
 #[test]
 fn confidential_default_in_a_sim_guest() {
-    let doc = initdata("\"agent-policy\" = \"confidential-default\"\n");
+    let doc = initdata("\"cloister.toml\" = \"agent_policy = 'confidential-default'\\n\"\n");
     with_guest(doc, |agent, doc| async move {
         let before = |what: &str, r: (Code, String)| {
             assert_eq!(r.0, Code::FAILED_PRECONDITION, "{what}: {}", r.1);
@@ -196,7 +192,7 @@ fn confidential_default_in_a_sim_guest() {
 /// by an earlier CreateContainer.
 #[test]
 fn allow_all_then_policy_state_carries_across_requests() {
-    let doc = initdata("\"agent-policy\" = \"allow-all\"\n");
+    let doc = initdata("\"cloister.toml\" = \"agent_policy = 'allow-all'\\n\"\n");
     with_guest(doc, |agent, doc| async move {
         agent
             .create_sandbox(ctx(), &create_sandbox(&doc))
@@ -256,67 +252,10 @@ StartContainerRequest if data.pstate[input.container_id] == "created"
     });
 }
 
-/// A local `docker-registry` on 127.0.0.1 with an image pushed by skopeo;
-/// killed on drop.
-struct Registry {
-    child: std::process::Child,
-    addr: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn run_ok(cmd: &mut std::process::Command, what: &str) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: {e} (scripts/install-deps.sh)"));
-    assert!(
-        out.status.success(),
-        "{what}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn registry() -> Registry {
-    use std::process::{Command, Stdio};
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let config = dir.path().join("config.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
-            dir.path().join("data").display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new("docker-registry")
-        .arg("serve")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("docker-registry (scripts/install-deps.sh)");
-    let up = cloister_e2e::wait_for(Duration::from_secs(20), || {
-        std::net::TcpStream::connect(&addr).is_ok()
-    });
-    assert!(up, "docker-registry did not listen on {addr}");
-    Registry {
-        child,
-        addr,
-        _dir: dir,
-    }
+    let mut c = std::process::Command::new(cmd.get_program());
+    c.args(cmd.get_args());
+    registry_common::run(c, what)
 }
 
 /// `cloister policy gen` resolves a tag against a real registry (Debian's
@@ -326,7 +265,7 @@ fn registry() -> Registry {
 #[test]
 fn policy_gen_resolves_tags_against_a_registry() {
     use std::process::Command;
-    let reg = registry();
+    let reg = registry_common::Registry::start();
     let dir = tempfile::tempdir().unwrap();
     let layout = dir.path().join("oci");
     run_ok(

@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cloister_e2e::kbs_server::KbsServer;
+use cloister_e2e::cloister_with_config as cloister;
+use cloister_e2e::kbs_server::TestKbs as Kbs;
 use cloister_e2e::{assets, boot_lock, cloister_bin};
-use cloister_e2e::{cloister_with_config as cloister, stdout_of_success as ok};
 use cloister_runtime::agent::{block_rootfs, oci_spec};
 use cloister_runtime::{ChannelChoice, Sandbox, SandboxConfig};
 use cloister_tee::TeeKind;
@@ -113,7 +113,12 @@ fn boot_and_run(
         };
         let tail = sb.console_tail(30).join("\n");
         sb.shutdown().await;
-        r.map_err(|e| format!("{e}\nconsole:\n{tail}"))
+        match (r, cmd) {
+            // No command: the console shows what CreateSandbox did.
+            (Ok(_), None) => Ok(tail),
+            (Ok(out), Some(_)) => Ok(out),
+            (Err(e), _) => Err(format!("{e}\nconsole:\n{tail}")),
+        }
     });
     // Nothing left behind.
     assert_eq!(std::fs::read_dir(&runtime_dir).unwrap().count(), 0);
@@ -153,7 +158,9 @@ fn guest_reaches_the_named_host_port_and_nothing_else() {
     let (other, other_hits) = greeter("other-service\n");
     let doc = initdata(&[(
         "cloister.toml",
-        &format!("insecure_registries = [\"127.0.0.1:{named}\"]\n"),
+        // allow-all: this test hands the guest a host rootfs, which the
+        // default confidential policy refuses.
+        &format!("insecure_registries = [\"127.0.0.1:{named}\"]\nagent_policy = \"allow-all\"\n"),
     )]);
     let script = format!(
         "nc 127.0.0.1 {named} </dev/null; \
@@ -212,79 +219,15 @@ fn host_get_evidence_is_refused_without_the_initdata_key() {
     assert!(!ev.exists(), "no evidence may be written");
 }
 
-/// Fresh KBS setup: admin key, sim trust anchor, reference values for the
-/// launch (`cloister measure --tee sim --initdata`), a secret.
-struct Kbs {
-    server: KbsServer,
-    cfg: PathBuf,
-    admin_key: String,
-}
-
-impl Kbs {
-    fn start(root: &Path) -> Kbs {
-        let cfg = root.join("config");
-        let data = root.join("kbs");
-        std::fs::create_dir_all(&cfg).unwrap();
-        std::fs::create_dir_all(&data).unwrap();
-        let prefix = root.join("admin");
-        ok(
-            &cloister(
-                &cfg,
-                &["kbs", "admin", "keygen", "--out", prefix.to_str().unwrap()],
-            ),
-            "kbs admin keygen",
-        );
-        std::fs::copy(root.join("admin.pub.pem"), data.join("admin.pub.pem")).unwrap();
-        let server = KbsServer::start(
-            &cfg,
-            &[
-                "--insecure-http",
-                "--allow-sim",
-                "--listen",
-                "127.0.0.1:0",
-                "--data-dir",
-                data.to_str().unwrap(),
-            ],
-        );
-        let kbs = Kbs {
-            server,
-            cfg,
-            admin_key: root.join("admin.key.pem").to_str().unwrap().to_owned(),
-        };
-        let anchors = root.join("anchors.json");
-        std::fs::write(
-            &anchors,
-            ok(&cloister(&kbs.cfg, &["sim", "trust-anchor"]), "ta"),
-        )
-        .unwrap();
-        kbs.admin(&["set-trust-anchors", anchors.to_str().unwrap()]);
-        kbs
-    }
-
-    fn admin(&self, args: &[&str]) {
-        let mut a = vec![
-            "kbs",
-            "admin",
-            "--kbs",
-            &self.server.url,
-            "--key",
-            &self.admin_key,
-        ];
-        a.extend_from_slice(args);
-        ok(&cloister(&self.cfg, &a), &format!("kbs admin {args:?}"));
-    }
-}
-
 /// The agent attests itself to the KBS its initdata names (plain HTTP on
-/// 127.0.0.1, allowed by the initdata) at CreateSandbox; with one byte more
-/// in the initramfs the launch measurement changes and the KBS refuses the
-/// guest's attestation, which CreateSandbox reports.
+/// 127.0.0.1, allowed by the initdata) at CreateSandbox. (A changed launch
+/// gets a token appraised "unrecognized" but no resource: guest_image.rs.)
 #[test]
-fn guest_attests_to_the_kbs_and_a_changed_launch_is_refused() {
+fn guest_attests_to_the_kbs_its_initdata_names() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let kbs = Kbs::start(root);
-    let port = kbs.server.url.rsplit(':').next().unwrap().to_owned();
+    let port = kbs.port();
     let doc_bytes = initdata(&[
         (
             "aa.toml",
@@ -294,25 +237,10 @@ fn guest_attests_to_the_kbs_and_a_changed_launch_is_refused() {
     ]);
     let doc = root.join("initdata.toml");
     std::fs::write(&doc, &doc_bytes).unwrap();
-    let rv = ok(
-        &cloister(
-            &kbs.cfg,
-            &[
-                "measure",
-                "--tee",
-                "sim",
-                "--initdata",
-                doc.to_str().unwrap(),
-            ],
-        ),
-        "measure --tee sim --initdata",
-    );
-    let rv_path = root.join("rv.json");
-    std::fs::write(&rv_path, rv).unwrap();
-    kbs.admin(&["set-reference-values", rv_path.to_str().unwrap()]);
+    kbs.accept_sim_launch(&doc);
 
-    // The measured launch: the guest attests (the KBS logs a token issued).
-    boot_and_run(
+    // The measured launch: the guest attests.
+    let console = boot_and_run(
         sim_config(root, None, None, doc_bytes.clone()),
         &kbs.cfg,
         None,
@@ -323,21 +251,8 @@ fn guest_attests_to_the_kbs_and_a_changed_launch_is_refused() {
             kbs.server.log()
         )
     });
-
-    // Another initramfs (zero padding appended, which the kernel skips):
-    // same guest, different RIM, refused by the KBS.
-    let tampered = root.join("initramfs-tampered");
-    let mut bytes = std::fs::read(&assets().initramfs).unwrap();
-    bytes.extend_from_slice(&[0u8; 512]);
-    std::fs::write(&tampered, bytes).unwrap();
-    let err = boot_and_run(
-        sim_config(root, Some(tampered), None, doc_bytes),
-        &kbs.cfg,
-        None,
-    )
-    .unwrap_err();
     assert!(
-        err.contains("attestation to the KBS at http://127.0.0.1:") && err.contains("401"),
-        "{err}"
+        console.contains("attested to the KBS at http://127.0.0.1:"),
+        "{console}"
     );
 }

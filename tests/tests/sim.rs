@@ -31,8 +31,10 @@ fn sim_guest_evidence_verifies_against_measured_reference_values() {
         &cloister(&cfg, &["sim", "trust-anchor", "-o", &ta]),
         "sim trust-anchor",
     );
-    // The guest signs host-chosen report_data only when its measured
-    // initdata allows it (issue 9); the reference values carry its digest.
+    // A TEE guest answers GetEvidence only after CreateSandbox, and signs
+    // host-chosen report_data only when its measured initdata sets
+    // allow_host_evidence (the default policy honours it too). The
+    // reference values carry the document's digest.
     let allow = p("initdata-allow.toml");
     std::fs::write(
         &allow,
@@ -48,14 +50,6 @@ fn sim_guest_evidence_verifies_against_measured_reference_values() {
     let report_data: Vec<u8> = (0u8..64).map(|i| i.wrapping_mul(37) ^ 0x5a).collect();
     let rd = hex(&report_data);
     let ev = p("evidence.cbor");
-    // A TEE guest answers GetEvidence only after CreateSandbox, and only
-    // where the initdata policy allows it.
-    let allow = p("allow-all.toml");
-    std::fs::write(
-        &allow,
-        "version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n\"agent-policy\" = \"allow-all\"\n",
-    )
-    .unwrap();
     {
         let _lock = boot_lock();
         ok(
@@ -180,8 +174,8 @@ fn sim_guest_agent_checks_initdata_against_the_rpv() {
     let assets = assets();
     let dir = tempfile::tempdir().unwrap();
     let good =
-        b"version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n\"agent-policy\" = \"allow-all\"\n";
-    let other = b"version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n\"agent-policy\" = \"confidential-default\"\n";
+        b"version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n\"cloister.toml\" = \"agent_policy = 'allow-all'\\n\"\n";
+    let other = b"version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n\"cloister.toml\" = \"agent_policy = 'confidential-default'\\n\"\n";
     let runtime_dir = dir.path().join("run");
     std::fs::create_dir_all(&runtime_dir).unwrap();
     let opts = cloister_tee::host::HostOptions {
@@ -236,46 +230,32 @@ fn sim_guest_agent_checks_initdata_against_the_rpv() {
     assert_eq!(std::fs::read_dir(&runtime_dir).unwrap().count(), 0);
 }
 
-/// `cloister run --tee sim --initdata FILE` boots and runs; a malformed
-/// document is refused before any VM starts, naming what is wrong.
+/// A bad initdata document is refused before any VM starts, naming the
+/// file. (Running with initdata in a sim realm: tests/tests/guest_image.rs.)
 #[test]
-fn run_with_initdata_in_a_sim_realm() {
+fn run_refuses_a_bad_initdata_document_before_booting() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("config");
-    let rootfs = cloister_e2e::busybox_rootfs();
-    let doc = dir.path().join("initdata.toml");
-    std::fs::write(
-        &doc,
-        "version = \"0.1.0\"\nalgorithm = \"sha256\"\n[data]\n\"agent-policy\" = \"allow-all\"\n",
-    )
-    .unwrap();
-    let run = |doc: &Path| {
-        Command::new(cloister_bin())
-            .arg("run")
-            .args(["--tee", "sim", "--rootfs"])
-            .arg(rootfs.path())
-            .arg("--initdata")
-            .arg(doc)
-            .args(["--", "echo", "initdata-ok"])
-            .env("CLOISTER_CONFIG_DIR", &cfg)
-            .env("CLOISTER_RUNTIME_DIR", dir.path().join("run"))
-            .env("RUST_BACKTRACE", "0")
-            .output()
-            .expect("running cloister")
-    };
-    let out = {
-        let _lock = boot_lock();
-        run(&doc)
-    };
-    assert_eq!(ok(&out, "run --initdata"), "initdata-ok\n");
-
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "version = \"9.9\"\nalgorithm = \"md5\"\n").unwrap();
-    let out = run(&bad);
+    let out = Command::new(cloister_bin())
+        .args(["run", "--tee", "sim", "--image"])
+        .arg(format!("127.0.0.1:1/app@sha256:{}", "ab".repeat(32)))
+        .arg("--initdata")
+        .arg(&bad)
+        .args(["--", "true"])
+        .env("CLOISTER_CONFIG_DIR", dir.path().join("config"))
+        .env("CLOISTER_RUNTIME_DIR", dir.path().join("run"))
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("running cloister");
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("initdata") && stderr.contains("bad.toml"),
         "{stderr}"
+    );
+    assert!(
+        !dir.path().join("run").exists()
+            || std::fs::read_dir(dir.path().join("run")).unwrap().count() == 0
     );
 }

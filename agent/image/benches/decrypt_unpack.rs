@@ -3,9 +3,9 @@
 //!
 //! - in-process: `ocicrypt::unwrap_layer_key` (JWE RSA-OAEP, key from a
 //!   `MapResources`), `open_layer` (HMAC over the whole ciphertext, then
-//!   AES-256-CTR), gunzip (flate2/zlib-rs), the diff_id SHA-256 of the tar,
-//!   and a plain untar (`tar` crate) into a temp dir — a stand-in for the
-//!   crate's unpacker, which lives on another branch;
+//!   AES-256-CTR), then the crate's unpacker (`unpack::unpack_layer`:
+//!   gunzip with flate2/zlib-rs, the confined `openat2(RESOLVE_IN_ROOT)`
+//!   unpack and the diff_id SHA-256 check) into a temp dir;
 //! - `skopeo copy --decryption-key` to a new OCI layout, then
 //!   `umoci unpack` of it (the host tools' path);
 //! - the single-core limit: `gunzip -c LAYER | sha256sum` of the same
@@ -25,9 +25,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use cloister_image::manifest::Compression;
 use cloister_image::ocicrypt;
+use cloister_image::reference::Digest;
 use cloister_image::resources::{MapResources, ResourcePath};
-use sha2::{Digest, Sha256};
+use cloister_image::unpack::{self, UnpackOptions};
+use sha2::{Digest as _, Sha256};
 
 fn sh(dir: &Path, script: &str) {
     let st = Command::new("sh")
@@ -82,6 +85,7 @@ struct Image {
     tar_bytes: u64,
     gz_digest: String,
     enc_digest: String,
+    diff_id: String,
     annotations: BTreeMap<String, String>,
 }
 
@@ -155,7 +159,7 @@ fn build_image(mib: u64) -> Image {
     let config = serde_json::json!({
         "architecture": "amd64", "os": "linux",
         "config": {"Cmd": ["/bin/true"]},
-        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id.clone()]},
     })
     .to_string();
     let config_digest = format!("sha256:{}", hex::encode(Sha256::digest(config.as_bytes())));
@@ -213,6 +217,7 @@ fn build_image(mib: u64) -> Image {
         tar_bytes,
         gz_digest,
         enc_digest: layer["digest"].as_str().expect("digest").to_string(),
+        diff_id,
         annotations,
         dir,
     }
@@ -258,18 +263,17 @@ fn in_process(img: &Image, out: &Path) -> Duration {
     )
     .expect("blob");
     let plain = ocicrypt::open_layer(blob, &key).expect("open");
-    let gunzip = flate2::read::GzDecoder::new(io::BufReader::with_capacity(1 << 20, plain));
-    let mut hashing = HashingReader {
-        inner: gunzip,
-        hash: Sha256::new(),
-    };
-    tar::Archive::new(&mut hashing).unpack(out).expect("untar");
-    // Drain the tar's trailing padding before the digest.
-    io::copy(&mut hashing, &mut io::sink()).expect("drain");
-    let diff_id = hex::encode(hashing.hash.finalize());
-    let elapsed = start.elapsed();
-    assert_eq!(diff_id.len(), 64);
-    elapsed
+    // The crate's own unpacker: gunzip, confined unpack, diff_id check.
+    let diff_id: Digest = img.diff_id.parse().expect("diff_id");
+    unpack::unpack_layer(
+        io::BufReader::with_capacity(1 << 20, plain),
+        Compression::Gzip,
+        &diff_id,
+        out,
+        UnpackOptions::default(),
+    )
+    .expect("unpack");
+    start.elapsed()
 }
 
 fn skopeo_umoci(img: &Image, run: usize) -> Duration {

@@ -103,7 +103,17 @@ pub fn run(args: EvidenceArgs) -> anyhow::Result<()> {
         .await;
         let tail = sandbox.console_tail(12);
         sandbox.shutdown().await;
-        got.map_err(|e| anyhow::anyhow!("{e:#}\nlast console lines:\n{}", tail.join("\n")))
+        got.map_err(|e| {
+            let e = format!("{e:#}");
+            let hint = if e.contains("PERMISSION_DENIED") {
+                "\nthe guest refused to sign host-chosen report_data: `cloister evidence` is a \
+                 diagnostic for launches whose initdata allows it; pass --initdata FILE written by \
+                 `cloister initdata new --allow-host-evidence`"
+            } else {
+                ""
+            };
+            anyhow::anyhow!("{e}{hint}\nlast console lines:\n{}", tail.join("\n"))
+        })
     });
     rt.shutdown_background();
     let (tee, evidence) = result?;
