@@ -431,9 +431,12 @@ mod tests {
     /// Trustee's accept cases (kbs initdata tests, rstest cases "sha256" and
     /// "sha384"): the document parses, the digest has the algorithm's
     /// length, is the hash of the exact text, and `[data]` is readable.
+    /// A document, its digest length, and one `[data]` entry it holds.
+    type AcceptCase<'a> = (&'a str, usize, Option<(&'a str, &'a str)>);
+
     #[test]
     fn trustee_accept_cases() {
-        let cases: &[(&str, usize, Option<(&str, &str)>)] = &[
+        let cases: &[AcceptCase] = &[
             (
                 "version = \"0.1.0\"\nalgorithm = \"sha256\"\n\n[data]\nkey1 = \"value1\"\nkey2 = \"value2\"\n",
                 32,

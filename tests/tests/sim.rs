@@ -6,7 +6,6 @@
 
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
-use std::path::Path;
 use std::process::Command;
 
 use cloister_e2e::{assets, boot_lock, cloister_bin};
