@@ -138,6 +138,8 @@ fn build_image(mib: u64) -> Image {
             let mut h = tar::Header::new_gnu();
             h.set_size(buf.len() as u64);
             h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
             h.set_mtime(1_700_000_000);
             h.set_entry_type(tar::EntryType::Regular);
             builder

@@ -139,11 +139,16 @@ mount_allowed(c, m) if {
 	"ro" in as_arr(object.get(m, "options", []))
 }
 
+# The capabilities a container may hold: the default set less its drops,
+# plus its adds (computed once per container, not once per capability).
+allowed_caps(c) := (default_capabilities - {x | some x in c.caps_drop}) | {x | some x in c.caps_add}
+
 security_violations(c) := {msg |
 	caps := as_obj(object.get(process, "Capabilities", {}))
+	allowed := allowed_caps(c)
 	some set_name, list in caps
 	some cap in as_arr(list)
-	not cap in (default_capabilities - {x | some x in c.caps_drop}) | {x | some x in c.caps_add}
+	not cap in allowed
 	msg := sprintf("pinned_security_context: container %v: %v in %v is not allowed", [c.name, cap, set_name])
 } | {msg |
 	c.run_as_user != null

@@ -198,11 +198,16 @@ async fn create_container(
 struct PullDisplay {
     tty: bool,
     open: bool,
+    last: Option<console::PullProgress>,
 }
 
 impl PullDisplay {
     fn new(tty: bool) -> Self {
-        PullDisplay { tty, open: false }
+        PullDisplay {
+            tty,
+            open: false,
+            last: None,
+        }
     }
 
     fn all(&mut self, follow: Option<&mut console::Follow>) {
@@ -213,6 +218,11 @@ impl PullDisplay {
 
     fn update(&mut self, p: &console::PullProgress) {
         const MIB: f64 = 1024.0 * 1024.0;
+        // A layer's end can be reported twice (downloaded, then unpacked).
+        if self.last.as_ref() == Some(p) {
+            return;
+        }
+        self.last = Some(p.clone());
         let short = p.layer.get(..19).unwrap_or(&p.layer);
         let (done, total) = (p.done as f64 / MIB, p.total as f64 / MIB);
         if !self.tty {
