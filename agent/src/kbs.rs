@@ -76,16 +76,7 @@ impl KbsAttester for TeeAttester {
     }
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+use crate::service::error_chain as chain;
 
 /// Why the agent cannot reach its KBS.
 #[derive(Debug, thiserror::Error)]

@@ -296,3 +296,60 @@ pub fn stdout_of_success(out: &std::process::Output, what: &str) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// A sandbox config for a sim guest driven by a test in-process: the real
+/// assets, 1 vCPU, 512 MiB, the serial channel (so `cloister measure --tee
+/// sim` predicts its command line), no host rootfs, `initdata`, and state
+/// under `runtime_dir`.
+pub fn sim_sandbox_config(
+    runtime_dir: &Path,
+    initdata: Vec<u8>,
+    command: &str,
+) -> cloister_runtime::SandboxConfig {
+    let assets = assets();
+    std::fs::create_dir_all(runtime_dir).expect("creating the runtime dir");
+    cloister_runtime::SandboxConfig {
+        tee: cloister_tee::TeeKind::Sim,
+        kernel: assets.kernel.clone(),
+        initramfs: assets.initramfs.clone(),
+        rootfs: None,
+        vcpus: 1,
+        memory_mib: 512,
+        accel: cloister_runtime::accel::probe().accel,
+        agent_timeout: Duration::from_secs(240),
+        extra_cmdline: vec![],
+        runtime_dir: runtime_dir.to_owned(),
+        command: vec![command.into()],
+        channel: cloister_runtime::ChannelChoice::Serial,
+        initdata: Some(initdata),
+    }
+}
+
+/// The sim TEE backend with its per-host state in `config_dir`.
+pub fn sim_backend(config_dir: &Path) -> Box<dyn cloister_tee::HostBackend> {
+    let opts = cloister_tee::host::HostOptions {
+        config_dir: config_dir.to_owned(),
+    };
+    cloister_tee::host::backend(cloister_tee::TeeKind::Sim, &opts)
+}
+
+/// Starts a sandbox for `config` with `backend` and waits for its agent;
+/// panics (failing the test) if either fails. Call under [`boot_lock`].
+pub async fn boot(
+    config: cloister_runtime::SandboxConfig,
+    backend: &dyn cloister_tee::HostBackend,
+) -> (cloister_runtime::Sandbox, cloister_runtime::AgentClient) {
+    let qemu = cloister_runtime::Qemu::find().expect("QEMU (scripts/install-deps.sh)");
+    let mut sb = cloister_runtime::Sandbox::start(config, &qemu, backend).expect("sandbox");
+    let client = sb.wait_ready().await.expect("agent ready");
+    (sb, client)
+}
+
+/// A current-thread tokio runtime (QEMU's parent-death signal is tied to the
+/// thread that spawns it: keep the boot on the test's thread).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}

@@ -13,12 +13,10 @@ mod registry_common;
 
 use std::time::Duration;
 
-use cloister_e2e::{assets, boot_lock};
+use cloister_e2e::boot_lock;
 use cloister_protocol::agent as pb;
 use cloister_protocol::agent_ttrpc::AgentServiceClient;
 use cloister_protocol::ttrpc::{self, Code};
-use cloister_runtime::{ChannelChoice, Sandbox, SandboxConfig};
-use cloister_tee::TeeKind;
 
 fn initdata(data: &str) -> Vec<u8> {
     format!("version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n{data}").into_bytes()
@@ -31,38 +29,14 @@ where
     F: FnOnce(AgentServiceClient, Vec<u8>) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let assets = assets();
     let dir = tempfile::tempdir().unwrap();
-    let runtime_dir = dir.path().join("run");
-    std::fs::create_dir_all(&runtime_dir).unwrap();
-    let opts = cloister_tee::host::HostOptions {
-        config_dir: dir.path().join("config"),
-    };
-    let backend = cloister_tee::host::backend(TeeKind::Sim, &opts);
-    let config = SandboxConfig {
-        tee: TeeKind::Sim,
-        kernel: assets.kernel.clone(),
-        initramfs: assets.initramfs.clone(),
-        rootfs: None,
-        vcpus: 1,
-        memory_mib: 512,
-        accel: cloister_runtime::accel::probe().accel,
-        agent_timeout: Duration::from_secs(240),
-        extra_cmdline: vec![],
-        runtime_dir,
-        command: vec!["agent-policy-test".into()],
-        channel: ChannelChoice::Serial,
-        initdata: Some(doc.clone()),
-    };
-    let qemu = cloister_runtime::Qemu::find().expect("QEMU (scripts/install-deps.sh)");
+    let backend = cloister_e2e::sim_backend(&dir.path().join("config"));
+    let config =
+        cloister_e2e::sim_sandbox_config(&dir.path().join("run"), doc.clone(), "agent-policy-test");
     let _lock = boot_lock();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = cloister_e2e::runtime();
     rt.block_on(async {
-        let mut sb = Sandbox::start(config, &qemu, backend.as_ref()).expect("sandbox");
-        let client = sb.wait_ready().await.expect("agent ready");
+        let (sb, client) = cloister_e2e::boot(config, backend.as_ref()).await;
         // Raw requests over the runtime's own (authenticated) connection.
         let agent = client.service().clone();
         f(agent, doc).await;

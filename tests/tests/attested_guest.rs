@@ -7,17 +7,15 @@
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use cloister_e2e::cloister_with_config as cloister;
 use cloister_e2e::kbs_server::TestKbs as Kbs;
-use cloister_e2e::{assets, boot_lock, cloister_bin};
+use cloister_e2e::{boot_lock, cloister_bin};
 use cloister_runtime::agent::{block_rootfs, oci_spec};
-use cloister_runtime::{ChannelChoice, Sandbox, SandboxConfig};
-use cloister_tee::TeeKind;
+use cloister_runtime::{Sandbox, SandboxConfig};
 
 const CONTAINER: &str = "c0";
 
@@ -29,42 +27,19 @@ fn initdata(entries: &[(&str, &str)]) -> Vec<u8> {
     s.into_bytes()
 }
 
-/// A sandbox config for a sim guest (serial channel, so `cloister measure
-/// --tee sim` predicts its command line), with the busybox rootfs.
-fn sim_config(
-    dir: &Path,
-    initramfs: Option<PathBuf>,
-    rootfs: Option<&Path>,
-    doc: Vec<u8>,
-) -> SandboxConfig {
-    let assets = assets();
-    let runtime_dir = dir.join("run");
-    std::fs::create_dir_all(&runtime_dir).unwrap();
+/// A sandbox config for a sim guest with the busybox rootfs, if any.
+fn sim_config(dir: &Path, rootfs: Option<&Path>, doc: Vec<u8>) -> SandboxConfig {
     // QEMU runs the relay per forwarded connection: the cloister binary,
     // not this test executable.
     std::env::set_var("CLOISTER_NET_RELAY", cloister_bin());
     SandboxConfig {
-        tee: TeeKind::Sim,
-        kernel: assets.kernel.clone(),
-        initramfs: initramfs.unwrap_or(assets.initramfs.clone()),
         rootfs: rootfs.map(Path::to_owned),
-        vcpus: 1,
-        memory_mib: 512,
-        accel: cloister_runtime::accel::probe().accel,
-        agent_timeout: Duration::from_secs(240),
-        extra_cmdline: vec![],
-        runtime_dir,
-        command: vec!["attested-guest-test".into()],
-        channel: ChannelChoice::Serial,
-        initdata: Some(doc),
+        ..cloister_e2e::sim_sandbox_config(&dir.join("run"), doc, "attested-guest-test")
     }
 }
 
 fn backend(config_dir: &Path) -> Box<dyn cloister_tee::HostBackend> {
-    let opts = cloister_tee::host::HostOptions {
-        config_dir: config_dir.to_owned(),
-    };
-    cloister_tee::host::backend(TeeKind::Sim, &opts)
+    cloister_e2e::sim_backend(config_dir)
 }
 
 /// Boots, runs CreateSandbox with the launch's initdata, then `cmd` (if
@@ -79,10 +54,7 @@ fn boot_and_run(
     let qemu = cloister_runtime::Qemu::find().expect("QEMU");
     let be = backend(config_dir);
     let _lock = boot_lock();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = cloister_e2e::runtime();
     let r = rt.block_on(async {
         let mut sb = Sandbox::start(config, &qemu, be.as_ref()).expect("sandbox");
         let client = sb.wait_ready().await.expect("agent ready");
@@ -169,7 +141,7 @@ fn guest_reaches_the_named_host_port_and_nothing_else() {
          nc -w 3 127.0.0.1 {other} </dev/null || echo blocked-loopback; true"
     );
     let out = boot_and_run(
-        sim_config(dir.path(), None, Some(rootfs.path()), doc),
+        sim_config(dir.path(), Some(rootfs.path()), doc),
         &cfg,
         Some(&["sh", "-c", &script]),
     )
@@ -240,17 +212,13 @@ fn guest_attests_to_the_kbs_its_initdata_names() {
     kbs.accept_sim_launch(&doc);
 
     // The measured launch: the guest attests.
-    let console = boot_and_run(
-        sim_config(root, None, None, doc_bytes.clone()),
-        &kbs.cfg,
-        None,
-    )
-    .unwrap_or_else(|e| {
-        panic!(
-            "the guest should attest:\n{e}\nKBS log:\n{}",
-            kbs.server.log()
-        )
-    });
+    let console = boot_and_run(sim_config(root, None, doc_bytes.clone()), &kbs.cfg, None)
+        .unwrap_or_else(|e| {
+            panic!(
+                "the guest should attest:\n{e}\nKBS log:\n{}",
+                kbs.server.log()
+            )
+        });
     assert!(
         console.contains("attested to the KBS at http://127.0.0.1:"),
         "{console}"

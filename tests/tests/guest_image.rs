@@ -30,6 +30,42 @@ fn initdata(dir: &Path, cfg: &Path, args: &[&str]) -> String {
     out
 }
 
+/// Initdata that pins `reference` from `reg` (plain HTTP) and names no KBS.
+fn pinned_initdata(dir: &Path, cfg: &Path, reg: &Registry, reference: &str) -> String {
+    initdata(
+        dir,
+        cfg,
+        &["--insecure-registry", &reg.addr, "--pin", reference],
+    )
+}
+
+/// Initdata for a guest that attests to `kbs` (plain HTTP on 127.0.0.1) and
+/// pulls from `reg` the images `pins`, with `extra` flags; the KBS accepts
+/// exactly this launch. Returns the document's path.
+fn kbs_initdata(
+    root: &Path,
+    kbs: &TestKbs,
+    reg: &Registry,
+    pins: &[&str],
+    extra: &[&str],
+) -> String {
+    let kbs_url = format!("http://127.0.0.1:{}", kbs.port());
+    let mut args = vec![
+        "--kbs",
+        &kbs_url,
+        "--insecure-http",
+        "--insecure-registry",
+        &reg.addr,
+    ];
+    for p in pins {
+        args.extend(["--pin", p]);
+    }
+    args.extend_from_slice(extra);
+    let doc = initdata(root, &kbs.cfg, &args);
+    kbs.accept_sim_launch(Path::new(&doc));
+    doc
+}
+
 /// `cloister run --tee sim --initdata DOC --image REF -- CMD` (one boot at a
 /// time).
 fn run_image(cfg: &Path, doc: &str, reference: &str, cmd: &[&str]) -> Output {
@@ -90,6 +126,23 @@ fn changed_launch_assets(root: &Path) -> std::path::PathBuf {
     cache
 }
 
+/// Asserts the run succeeded and printed exactly `stdout`.
+fn assert_printed(out: &Output, stdout: &str) {
+    assert!(out.status.success(), "{}", text(out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), stdout);
+}
+
+/// [`assert_printed`], showing the KBS's log on a failure.
+fn assert_printed_kbs(out: &Output, stdout: &str, kbs: &TestKbs) {
+    assert!(
+        out.status.success(),
+        "{}\nKBS log:\n{}",
+        text(out),
+        kbs.server.log()
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), stdout);
+}
+
 fn text(out: &Output) -> String {
     format!(
         "exit {:?}\nstdout:\n{}\nstderr:\n{}",
@@ -129,20 +182,14 @@ fn pinned_plain_image_runs_in_a_sim_guest() {
     let cfg = dir.path().join("config");
     let reg = Registry::start();
     let reference = push_plain(&reg, "plain", "plain-marker\n");
-    let doc = initdata(
-        dir.path(),
-        &cfg,
-        &["--insecure-registry", &reg.addr, "--pin", &reference],
-    );
+    let doc = pinned_initdata(dir.path(), &cfg, &reg, &reference);
 
     let out = run_image(&cfg, &doc, &reference, &["cat", "/marker"]);
-    assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "plain-marker\n");
+    assert_printed(&out, "plain-marker\n");
 
     // No command: the image's Cmd (`cat /marker`) runs.
     let out = run_image(&cfg, &doc, &reference, &[]);
-    assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "plain-marker\n");
+    assert_printed(&out, "plain-marker\n");
 
     // By tag: the default confidential policy admits only pinned digests.
     let tagged = format!("{}/plain:v1", reg.addr);
@@ -220,21 +267,7 @@ fn encrypted_image_is_decrypted_with_a_key_released_after_attestation() {
         "the registry holds the marker in plaintext"
     );
 
-    let kbs_url = format!("http://127.0.0.1:{}", kbs.port());
-    let doc = initdata(
-        root,
-        &kbs.cfg,
-        &[
-            "--kbs",
-            &kbs_url,
-            "--insecure-http",
-            "--insecure-registry",
-            &reg.addr,
-            "--pin",
-            &reference,
-        ],
-    );
-    kbs.accept_sim_launch(Path::new(&doc));
+    let doc = kbs_initdata(root, &kbs, &reg, &[&reference], &[]);
 
     // Without the key: the pull stops, naming the kid.
     let out = run_image(&kbs.cfg, &doc, &reference, &["cat", "/marker"]);
@@ -247,13 +280,7 @@ fn encrypted_image_is_decrypted_with_a_key_released_after_attestation() {
 
     kbs.set_resource("default/image-kek/app", &std::fs::read(&kek).unwrap());
     let out = run_image(&kbs.cfg, &doc, &reference, &["cat", "/marker"]);
-    assert!(
-        out.status.success(),
-        "{}\nKBS log:\n{}",
-        text(&out),
-        kbs.server.log()
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "secret-marker\n");
+    assert_printed_kbs(&out, "secret-marker\n", &kbs);
 
     // Another launch (the initramfs changed): the KBS appraises the RIM as
     // unrecognized and releases nothing.
@@ -319,31 +346,15 @@ fn skopeo_jwe_image_is_decrypted_with_a_kbs_private_key() {
     );
     let reference = pinned(&reg, "jwe");
     kbs.set_resource("default/keys/rsa", &std::fs::read(&key).unwrap());
-    let kbs_url = format!("http://127.0.0.1:{}", kbs.port());
-    let doc = initdata(
+    let doc = kbs_initdata(
         root,
-        &kbs.cfg,
-        &[
-            "--kbs",
-            &kbs_url,
-            "--insecure-http",
-            "--insecure-registry",
-            &reg.addr,
-            "--pin",
-            &reference,
-            "--decryption-key",
-            "kbs:///default/keys/rsa",
-        ],
+        &kbs,
+        &reg,
+        &[&reference],
+        &["--decryption-key", "kbs:///default/keys/rsa"],
     );
-    kbs.accept_sim_launch(Path::new(&doc));
     let out = run_image(&kbs.cfg, &doc, &reference, &["cat", "/marker"]);
-    assert!(
-        out.status.success(),
-        "{}\nKBS log:\n{}",
-        text(&out),
-        kbs.server.log()
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "jwe-marker\n");
+    assert_printed_kbs(&out, "jwe-marker\n", &kbs);
 }
 
 /// A two-platform index (linux/amd64 and linux/arm64/v8) pinned by the
@@ -380,14 +391,9 @@ fn two_platform_index_runs_the_guests_platform() {
         2,
         "an index is pinned"
     );
-    let doc = initdata(
-        dir.path(),
-        &cfg,
-        &["--insecure-registry", &reg.addr, "--pin", &reference],
-    );
+    let doc = pinned_initdata(dir.path(), &cfg, &reg, &reference);
     let out = run_image(&cfg, &doc, &reference, &["cat", "/marker"]);
-    assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "the amd64 image\n");
+    assert_printed(&out, "the amd64 image\n");
 }
 
 /// A static file server on 127.0.0.1 (`python3 -m http.server`), killed on
@@ -497,32 +503,22 @@ fn gpg_signed_image_runs_and_an_unsigned_one_is_refused() {
         }},
     });
     kbs.set_resource("default/security-policy/app", policy.to_string().as_bytes());
-    let kbs_url = format!("http://127.0.0.1:{}", kbs.port());
     let lookaside_arg = format!("{}=http://127.0.0.1:{}", reg.addr, server.port);
-    let doc = initdata(
+    let doc = kbs_initdata(
         root,
-        &kbs.cfg,
+        &kbs,
+        &reg,
+        &[&signed_ref, &unsigned_ref],
         &[
-            "--kbs",
-            &kbs_url,
-            "--insecure-http",
-            "--insecure-registry",
-            &reg.addr,
-            "--pin",
-            &signed_ref,
-            "--pin",
-            &unsigned_ref,
             "--image-policy",
             "kbs:///default/security-policy/app",
             "--lookaside",
             &lookaside_arg,
         ],
     );
-    kbs.accept_sim_launch(Path::new(&doc));
 
     let out = run_image(&kbs.cfg, &doc, &signed_ref, &["cat", "/marker"]);
-    assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "signed-marker\n");
+    assert_printed(&out, "signed-marker\n");
 
     let mark = reg.mark();
     let out = run_image(&kbs.cfg, &doc, &unsigned_ref, &["cat", "/marker"]);

@@ -7,82 +7,12 @@
 
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::process::{Command, Output, Stdio};
 
 use cloister_e2e::cloister_bin;
 
-/// A `cloister kbs serve` process; killed on drop.
-struct Server {
-    child: Child,
-    url: String,
-    log: Arc<Mutex<String>>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    /// Start with `args` after `kbs serve`; waits for the "listening on"
-    /// line (the server binds port 0 and logs the address it got).
-    fn start(config_dir: &Path, args: &[&str]) -> Server {
-        let mut child = Command::new(cloister_bin())
-            .args(["kbs", "serve"])
-            .args(args)
-            .env("CLOISTER_CONFIG_DIR", config_dir)
-            .env("NO_COLOR", "1")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawning cloister kbs serve");
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = mpsc::channel();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Some(i) = line.find("listening on ") {
-                    let url: String = line[i + "listening on ".len()..]
-                        .chars()
-                        .take_while(|c| !c.is_whitespace() && *c != '\u{1b}')
-                        .collect();
-                    let _ = tx.send(url);
-                }
-                let mut l = sink.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(url) => Server { child, url, log },
-            Err(_) => {
-                let _ = child.kill();
-                let status = child.wait().unwrap();
-                std::thread::sleep(Duration::from_millis(100));
-                panic!(
-                    "cloister kbs serve did not report a listening address within 30 s ({status}):\n{}",
-                    log.lock().unwrap()
-                );
-            }
-        }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-}
-
+use cloister_e2e::kbs_server::KbsServer as Server;
 use cloister_e2e::{cloister_with_config as cloister, stdout_of_success as ok};
 
 fn refused(out: &Output, what: &str) -> String {

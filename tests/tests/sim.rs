@@ -169,42 +169,17 @@ fn sim_guest_evidence_verifies_against_measured_reference_values() {
 /// different document, and not none when the launch carried one.
 #[test]
 fn sim_guest_agent_checks_initdata_against_the_rpv() {
-    use cloister_runtime::{ChannelChoice, Sandbox, SandboxConfig};
-    let assets = assets();
     let dir = tempfile::tempdir().unwrap();
     let good =
         b"version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n\"cloister.toml\" = \"agent_policy = 'allow-all'\\n\"\n";
     let other = b"version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n\"cloister.toml\" = \"agent_policy = 'confidential-default'\\n\"\n";
     let runtime_dir = dir.path().join("run");
-    std::fs::create_dir_all(&runtime_dir).unwrap();
-    let opts = cloister_tee::host::HostOptions {
-        config_dir: dir.path().join("config"),
-    };
-    let backend = cloister_tee::host::backend(TeeKind::Sim, &opts);
-    let config = SandboxConfig {
-        tee: TeeKind::Sim,
-        kernel: assets.kernel.clone(),
-        initramfs: assets.initramfs.clone(),
-        rootfs: None,
-        vcpus: 1,
-        memory_mib: 512,
-        accel: cloister_runtime::accel::probe().accel,
-        agent_timeout: std::time::Duration::from_secs(120),
-        extra_cmdline: vec![],
-        runtime_dir: runtime_dir.clone(),
-        command: vec!["initdata-test".into()],
-        channel: ChannelChoice::Serial,
-        initdata: Some(good.to_vec()),
-    };
-    let qemu = cloister_runtime::Qemu::find().expect("QEMU");
+    let backend = cloister_e2e::sim_backend(&dir.path().join("config"));
+    let config = cloister_e2e::sim_sandbox_config(&runtime_dir, good.to_vec(), "initdata-test");
     let _lock = boot_lock();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = cloister_e2e::runtime();
     rt.block_on(async {
-        let mut sb = Sandbox::start(config, &qemu, backend.as_ref()).expect("sandbox");
-        let client = sb.wait_ready().await.expect("agent ready");
+        let (sb, client) = cloister_e2e::boot(config, backend.as_ref()).await;
         // Another document than the launch measured: refused, naming the RPV.
         let e = client
             .create_sandbox(sb.id(), Some(other))
