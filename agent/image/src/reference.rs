@@ -126,9 +126,12 @@ impl Reference {
     }
 }
 
-impl FromStr for Reference {
-    type Err = BadReference;
-    fn from_str(s: &str) -> Result<Self, BadReference> {
+impl Reference {
+    /// Parses a reference as written: with neither tag nor digest the tag
+    /// stays `None` (containers/image's name-only form, which signature
+    /// policy scopes and identity checks need). [`FromStr`] defaults the tag
+    /// to `latest`, as a pull does.
+    pub fn parse_as_written(s: &str) -> Result<Self, BadReference> {
         let bad = |reason| BadReference {
             input: s.to_string(),
             reason,
@@ -158,6 +161,9 @@ impl FromStr for Reference {
             None => (rest, None),
         };
         let (registry, repository) = match name.split_once('/') {
+            Some((first, path)) if first == "index.docker.io" => {
+                (DOCKER_HUB.to_string(), path.to_string())
+            }
             Some((first, path)) if first.contains(['.', ':']) || first == "localhost" => {
                 (first.to_string(), path.to_string())
             }
@@ -183,17 +189,54 @@ impl FromStr for Reference {
                 "repository path components are lowercase letters, digits and . _ - separators",
             ));
         }
-        let tag = if tag.is_none() && digest.is_none() {
-            Some("latest".to_string())
-        } else {
-            tag
-        };
         Ok(Reference {
             registry,
             repository,
             tag,
             digest,
         })
+    }
+
+    /// Whether the reference names neither a tag nor a digest (only
+    /// possible from [`Reference::parse_as_written`]).
+    pub fn is_name_only(&self) -> bool {
+        self.tag.is_none() && self.digest.is_none()
+    }
+
+    /// containers-policy.json scopes to try, most specific first: the full
+    /// reference, then the repository and each parent namespace up to the
+    /// registry, then `*.`-wildcards of the registry host (without port),
+    /// longest first.
+    pub fn policy_scopes(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.is_name_only() {
+            out.push(self.to_string());
+        }
+        let mut name = self.name();
+        loop {
+            out.push(name.clone());
+            match name.rfind('/') {
+                Some(i) => name.truncate(i),
+                None => break,
+            }
+        }
+        let mut host = self.registry.split(':').next().unwrap_or_default();
+        while let Some(i) = host.find('.') {
+            host = &host[i + 1..];
+            out.push(format!("*.{host}"));
+        }
+        out
+    }
+}
+
+impl FromStr for Reference {
+    type Err = BadReference;
+    fn from_str(s: &str) -> Result<Self, BadReference> {
+        let mut r = Self::parse_as_written(s)?;
+        if r.is_name_only() {
+            r.tag = Some("latest".to_string());
+        }
+        Ok(r)
     }
 }
 
@@ -276,6 +319,47 @@ mod tests {
         assert_eq!(
             Digest::of(b"").to_string(),
             "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+
+    #[test]
+    fn parse_normalises_like_containers_image() {
+        let cases = [
+            ("busybox", "docker.io/library/busybox"),
+            ("busybox:1", "docker.io/library/busybox:1"),
+            ("ns/app:v1", "docker.io/ns/app:v1"),
+            ("127.0.0.1:5000/ns/app:v1", "127.0.0.1:5000/ns/app:v1"),
+            ("localhost/app", "localhost/app"),
+            ("index.docker.io/ns/app:v1", "docker.io/ns/app:v1"),
+            ("quay.io/a/b/c@sha256:febcf61cd6e1ac9628f6ac14fa40836d16f3c6ddef3b303ff0321606e55ddd0b",
+             "quay.io/a/b/c@sha256:febcf61cd6e1ac9628f6ac14fa40836d16f3c6ddef3b303ff0321606e55ddd0b"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(
+                Reference::parse_as_written(input).unwrap().to_string(),
+                want,
+                "{input}"
+            );
+        }
+        for bad in ["Quay.io/UPPER/x", "a/b:", "a@sha256:12", "x/../y"] {
+            assert!(Reference::parse_as_written(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn scopes_go_from_reference_to_wildcards() {
+        let r = Reference::parse_as_written("registry.access.redhat.com:5000/ns/app:v1").unwrap();
+        assert_eq!(
+            r.policy_scopes(),
+            [
+                "registry.access.redhat.com:5000/ns/app:v1",
+                "registry.access.redhat.com:5000/ns/app",
+                "registry.access.redhat.com:5000/ns",
+                "registry.access.redhat.com:5000",
+                "*.access.redhat.com",
+                "*.redhat.com",
+                "*.com",
+            ]
         );
     }
 }

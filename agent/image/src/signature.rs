@@ -25,9 +25,7 @@ use serde::Deserialize;
 
 mod cosign;
 mod gpg;
-pub mod reference;
-
-pub use reference::DockerReference;
+use crate::reference::Reference;
 
 /// Why a policy document was refused.
 #[derive(Debug, thiserror::Error)]
@@ -331,7 +329,7 @@ fn parse_identity(raw: Option<RawIdentity>) -> Result<SignedIdentity, String> {
         "exactReference" => {
             no_extra(&[drepo, p, sp])?;
             let v = need(r.docker_reference.clone(), "dockerReference")?;
-            let parsed = DockerReference::parse(&v).map_err(|e| format!("dockerReference: {e}"))?;
+            let parsed = parse_ref(&v).map_err(|e| format!("dockerReference: {e}"))?;
             if parsed.is_name_only() {
                 return Err(format!("dockerReference {v:?} needs a tag or digest"));
             }
@@ -340,7 +338,7 @@ fn parse_identity(raw: Option<RawIdentity>) -> Result<SignedIdentity, String> {
         "exactRepository" => {
             no_extra(&[dr, p, sp])?;
             let v = need(r.docker_repository.clone(), "dockerRepository")?;
-            DockerReference::parse(&v).map_err(|e| format!("dockerRepository: {e}"))?;
+            parse_ref(&v).map_err(|e| format!("dockerRepository: {e}"))?;
             SignedIdentity::ExactRepository(v)
         }
         "remapIdentity" => {
@@ -496,7 +494,7 @@ impl Policy {
     /// reference, repository, namespaces, registry, wildcards, default.
     pub fn requirements(&self, docker_reference: &str) -> &[Requirement] {
         if let Some(scopes) = self.transports.get("docker") {
-            if let Ok(r) = DockerReference::parse(docker_reference) {
+            if let Ok(r) = parse_ref(docker_reference) {
                 for scope in r.policy_scopes() {
                     if let Some(reqs) = scopes.get(&scope) {
                         return reqs;
@@ -570,17 +568,15 @@ fn rule_name(i: &SignedIdentity) -> String {
 
 impl SignedIdentity {
     /// Whether a signature naming `signed` may stand for `image`.
-    pub fn matches(&self, image: &DockerReference, signed: &DockerReference) -> bool {
+    pub fn matches(&self, image: &Reference, signed: &Reference) -> bool {
         match self {
             Self::MatchExact => !image.is_name_only() && image.to_string() == signed.to_string(),
             Self::MatchRepoDigestOrExact => repo_digest_or_exact(image, signed),
             Self::MatchRepository => image.name() == signed.name(),
             Self::ExactReference(r) => {
-                DockerReference::parse(r).is_ok_and(|r| r.to_string() == signed.to_string())
+                parse_ref(r).is_ok_and(|r| r.to_string() == signed.to_string())
             }
-            Self::ExactRepository(r) => {
-                DockerReference::parse(r).is_ok_and(|r| r.name() == signed.name())
-            }
+            Self::ExactRepository(r) => parse_ref(r).is_ok_and(|r| r.name() == signed.name()),
             Self::RemapIdentity {
                 prefix,
                 signed_prefix,
@@ -592,9 +588,7 @@ impl SignedIdentity {
                         .then(|| format!("{signed_prefix}{rest}"))
                 });
                 match remapped {
-                    Some(r) => {
-                        DockerReference::parse(&r).is_ok_and(|r| repo_digest_or_exact(&r, signed))
-                    }
+                    Some(r) => parse_ref(&r).is_ok_and(|r| repo_digest_or_exact(&r, signed)),
                     None => repo_digest_or_exact(image, signed),
                 }
             }
@@ -602,7 +596,7 @@ impl SignedIdentity {
     }
 }
 
-fn repo_digest_or_exact(image: &DockerReference, signed: &DockerReference) -> bool {
+fn repo_digest_or_exact(image: &Reference, signed: &Reference) -> bool {
     if image.digest.is_some() {
         image.name() == signed.name()
     } else if image.tag.is_some() {
@@ -615,7 +609,7 @@ fn repo_digest_or_exact(image: &DockerReference, signed: &DockerReference) -> bo
 /// Checks a payload against the image: digest, then identity.
 pub(crate) fn check_payload(
     payload: &Payload,
-    image: &DockerReference,
+    image: &Reference,
     manifest_digest: &str,
     identity: &SignedIdentity,
 ) -> Result<(), SignatureError> {
@@ -625,7 +619,7 @@ pub(crate) fn check_payload(
             expected: manifest_digest.to_string(),
         });
     }
-    let signed = DockerReference::parse(&payload.docker_reference).map_err(|reason| {
+    let signed = parse_ref(&payload.docker_reference).map_err(|reason| {
         SignatureError::BadPayload(format!(
             "docker-reference {:?}: {reason}",
             payload.docker_reference
@@ -682,11 +676,9 @@ impl Requirement {
             } => (keys, signed_identity, "sigstore (sigstoreSigned)"),
         };
         let keys = key_data(keys)?;
-        let image = DockerReference::parse(docker_reference).map_err(|reason| {
-            SignatureError::BadReference {
-                reference: docker_reference.to_string(),
-                reason,
-            }
+        let image = parse_ref(docker_reference).map_err(|reason| SignatureError::BadReference {
+            reference: docker_reference.to_string(),
+            reason,
         })?;
         let mut errors = Vec::new();
         let mut seen = 0usize;
@@ -758,4 +750,10 @@ pub fn lookaside_url(
         manifest_digest.replacen(':', "=", 1),
         index + 1
     )
+}
+
+/// A reference as a signature or policy names it (name-only kept), with the
+/// reason as text.
+fn parse_ref(s: &str) -> Result<Reference, String> {
+    Reference::parse_as_written(s).map_err(|e| e.reason.to_owned())
 }
