@@ -13,8 +13,9 @@
 //! * `RMI_RTT_INIT_RIPAS`, once per RTT entry: `RIM =
 //!   H(RmmMeasurementDescriptorRipas)` {desc_type 2, len, RIM, base, top}.
 //!   RMM 2.0 no longer measures this command ([`RmmVersion::V2`]).
-//! * `RMI_REC_CREATE`: `RIM = H(RmmMeasurementDescriptorRec)` {desc_type 1,
-//!   len, RIM, H(RmiRecParams with mpidr and aux zeroed)}.
+//! * `RMI_REC_CREATE` of a runnable REC: `RIM =
+//!   H(RmmMeasurementDescriptorRec)` {desc_type 1, len, RIM, H(RmiRecParams
+//!   with mpidr and aux zeroed)}. A REC created not runnable is not measured.
 //!
 //! `RSI_MEASUREMENT_EXTEND` updates a REM as `H(REM[0..hash_len] ‖ data)`.
 //!
@@ -683,8 +684,14 @@ impl Rim {
         Ok(())
     }
 
-    /// `RMI_REC_CREATE`.
+    /// `RMI_REC_CREATE`. Only a runnable REC is measured: the RMM skips
+    /// the measurement of a REC created with `flags.runnable = 0` (a
+    /// secondary vCPU that PSCI `CPU_ON` starts later; TF-RMM `rec.c`), so
+    /// such a REC leaves the RIM unchanged.
     pub fn rec_create(&mut self, rec: &RecParams) {
+        if !rec.runnable {
+            return;
+        }
         let h = self.rim.algo.hash(&rec.measured_image());
         let d = rec_descriptor(&self.rim, &h);
         self.fold(&d);
