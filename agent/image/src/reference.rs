@@ -161,9 +161,7 @@ impl Reference {
             None => (rest, None),
         };
         let (registry, repository) = match name.split_once('/') {
-            Some((first, path)) if first == "index.docker.io" => {
-                (DOCKER_HUB.to_string(), path.to_string())
-            }
+            Some(("index.docker.io", path)) => (DOCKER_HUB.to_string(), path.to_string()),
             Some((first, path)) if first.contains(['.', ':']) || first == "localhost" => {
                 (first.to_string(), path.to_string())
             }
