@@ -530,3 +530,80 @@ fn gpg_signed_image_runs_and_an_unsigned_one_is_refused() {
         "no config or layer was fetched for the unsigned image"
     );
 }
+
+/// The host kills the registry while the guest pulls a 48 MiB layer: the
+/// run fails with one line naming the pull, and nothing is left behind (no
+/// QEMU, no state dir, no mount).
+#[test]
+fn registry_killed_mid_pull_fails_cleanly() {
+    use std::io::{BufRead, BufReader, Read};
+    let env = cloister_e2e::Env::new();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config");
+    let reg = Registry::start();
+    let busybox = std::fs::read("/bin/busybox").unwrap();
+    let mut payload = vec![0u8; 48 << 20];
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut payload)
+        .unwrap();
+    let layer = registry_common::tar(|t| {
+        t.dir("bin")
+            .file_mode("bin/busybox", &busybox, 0o755)
+            .symlink("bin/cat", "busybox")
+            .file("payload", &payload)
+            .file("marker", b"never printed\n");
+    });
+    let l = registry_common::Layout::new();
+    let image = l.image("amd64", &[layer]);
+    l.tag(&image, "v1");
+    push(l.path(), "v1", &reg.addr, "big:v1", false);
+    let reference = pinned(&reg, "big");
+    let doc = pinned_initdata(dir.path(), &cfg, &reg, &reference);
+
+    let _lock = boot_lock();
+    let mut child = env
+        .cloister()
+        .args([
+            "run",
+            "--tee",
+            "sim",
+            "--initdata",
+            &doc,
+            "--image",
+            &reference,
+        ])
+        .args(["--", "cat", "/marker"])
+        .env("CLOISTER_CONFIG_DIR", &cfg)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Pull the plug at the first progress line of the layer.
+    let kill = reg.killer();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut seen = String::new();
+        let mut killed = false;
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if !killed && line.starts_with("cloister: pull sha256:") {
+                kill();
+                killed = true;
+            }
+            seen.push_str(&line);
+            seen.push('\n');
+        }
+        (killed, seen)
+    });
+    let status = cloister_e2e::wait_limit(&mut child, std::time::Duration::from_secs(300));
+    let (killed, stderr) = reader.join().unwrap();
+    assert!(killed, "no pull progress was shown:\n{stderr}");
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("CreateContainer") && stderr.contains("pulling"),
+        "{stderr}"
+    );
+    env.assert_clean();
+}
