@@ -607,3 +607,64 @@ fn registry_killed_mid_pull_fails_cleanly() {
     );
     env.assert_clean();
 }
+
+/// A sigstore-signed image: a cosign-format signature (ECDSA P-256 over the
+/// simple-signing payload, made with python3-cryptography, because Debian's
+/// skopeo 1.9 is built with sigstore signing disabled) attached at
+/// `sha256-<hex>.sig`, checked in the guest against a `sigstoreSigned`
+/// policy with the public key inline, released by the KBS; a signature by
+/// another key is refused.
+#[test]
+fn sigstore_signed_image_runs_and_another_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let kbs = TestKbs::start(root);
+    let reg = Registry::start();
+    let sign_and_attach = |repo: &str, key_name: &str| -> (String, String) {
+        let reference = pinned(&reg, repo);
+        let digest = reference.rsplit('@').next().unwrap().to_owned();
+        let payload = format!(
+            r#"{{"critical":{{"identity":{{"docker-reference":"{}/{repo}"}},"image":{{"docker-manifest-digest":"{digest}"}},"type":"cosign container image signature"}},"optional":null}}"#,
+            reg.addr
+        );
+        let (key, sig) = registry_common::cosign_sign(root, key_name, &payload);
+        let l = registry_common::Layout::new();
+        let att = l.sigstore_attachment(payload.as_bytes(), &sig);
+        let tag = format!("sha256-{}.sig", digest.trim_start_matches("sha256:"));
+        l.tag(&att, &tag);
+        push(l.path(), &tag, &reg.addr, &format!("{repo}:{tag}"), false);
+        (reference, key)
+    };
+    push_plain(&reg, "signed", "sigstore-marker\n");
+    push_plain(&reg, "stranger", "stranger-marker\n");
+    let (signed_ref, key) = sign_and_attach("signed", "trusted");
+    let (stranger_ref, _) = sign_and_attach("stranger", "other");
+
+    let req = serde_json::json!([{"type": "sigstoreSigned", "keyData": key}]);
+    let policy = serde_json::json!({
+        "default": [{"type": "reject"}],
+        "transports": {"docker": {
+            format!("{}/signed", reg.addr): req,
+            format!("{}/stranger", reg.addr): req,
+        }},
+    });
+    kbs.set_resource(
+        "default/security-policy/cosign",
+        policy.to_string().as_bytes(),
+    );
+    let doc = kbs_initdata(
+        root,
+        &kbs,
+        &reg,
+        &[&signed_ref, &stranger_ref],
+        &["--image-policy", "kbs:///default/security-policy/cosign"],
+    );
+
+    let out = run_image(&kbs.cfg, &doc, &signed_ref, &["cat", "/marker"]);
+    assert_printed_kbs(&out, "sigstore-marker\n", &kbs);
+
+    let out = run_image(&kbs.cfg, &doc, &stranger_ref, &["cat", "/marker"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("signature"), "{}", text(&out));
+    assert!(!text(&out).contains("stranger-marker"), "{}", text(&out));
+}

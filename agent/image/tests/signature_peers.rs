@@ -10,6 +10,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+mod registry_common;
 
 use std::fs;
 use std::net::TcpListener;
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use cloister_image::signature::{FetchedSignature, Policy, SignatureError};
 use common::{make_image, run, sh};
+use registry_common::cosign_sign;
 
 fn b64(b: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(b)
@@ -276,37 +278,6 @@ fn gpg_key_expiry_is_judged_at_signature_time() {
     // Made before the key existed: refused.
     let err = check(&extended, "before.sig").unwrap_err();
     assert!(err.to_string().contains("created later"), "{err}");
-}
-
-/// Sigstore (cosign) signatures and keys by python3-cryptography.
-fn cosign_sign(dir: &Path, name: &str, payload: &str) -> (String, String) {
-    fs::write(dir.join(format!("{name}.payload")), payload).unwrap();
-    let script = r#"
-import base64, os, sys
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-name = sys.argv[1]
-if os.path.exists(name + ".key"):
-    key = serialization.load_pem_private_key(open(name + ".key", "rb").read(), None)
-else:
-    key = ec.generate_private_key(ec.SECP256R1())
-    open(name + ".key", "wb").write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-pub = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-sig = key.sign(open(name + ".payload", "rb").read(), ec.ECDSA(hashes.SHA256()))
-print(base64.b64encode(pub).decode())
-print(base64.b64encode(sig).decode())
-"#;
-    let out = run(Command::new("/usr/bin/python3")
-        .arg("-c")
-        .arg(script)
-        .arg(name)
-        .current_dir(dir));
-    let out = String::from_utf8(out).unwrap();
-    let mut lines = out.lines();
-    (
-        lines.next().unwrap().to_string(),
-        lines.next().unwrap().to_string(),
-    )
 }
 
 fn sigstore_policy(key_b64: &str, identity: &str) -> Policy {

@@ -255,6 +255,27 @@ impl Layout {
         )
     }
 
+    /// A cosign signature attachment: a manifest whose one layer is the
+    /// simple-signing `payload`, with `signature_b64` in its
+    /// `dev.cosignproject.cosign/signature` annotation (tag it
+    /// `sha256-<hex>.sig` beside the image it signs).
+    pub fn sigstore_attachment(&self, payload: &[u8], signature_b64: &str) -> Blob {
+        let config = self.blob("application/vnd.oci.image.config.v1+json", b"{}");
+        let layer = self.blob("application/vnd.dev.cosign.simplesigning.v1+json", payload);
+        let mut l = layer.json();
+        l["annotations"] = serde_json::json!({"dev.cosignproject.cosign/signature": signature_b64});
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": config.json(),
+            "layers": [l],
+        });
+        self.blob(
+            "application/vnd.oci.image.manifest.v1+json",
+            &serde_json::to_vec(&manifest).unwrap(),
+        )
+    }
+
     /// Names `target` (a manifest or an index) `tag` in index.json.
     pub fn tag(&self, target: &Blob, tag: &str) {
         let mut d = target.json();
@@ -463,4 +484,32 @@ pub fn busybox_rootfs(root: &Path) {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
     }
     std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+}
+
+/// Sigstore (cosign) signatures and keys by python3-cryptography.
+pub fn cosign_sign(dir: &Path, name: &str, payload: &str) -> (String, String) {
+    std::fs::write(dir.join(format!("{name}.payload")), payload).unwrap();
+    let script = r#"
+import base64, os, sys
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+name = sys.argv[1]
+if os.path.exists(name + ".key"):
+    key = serialization.load_pem_private_key(open(name + ".key", "rb").read(), None)
+else:
+    key = ec.generate_private_key(ec.SECP256R1())
+    open(name + ".key", "wb").write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+pub = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+sig = key.sign(open(name + ".payload", "rb").read(), ec.ECDSA(hashes.SHA256()))
+print(base64.b64encode(pub).decode())
+print(base64.b64encode(sig).decode())
+"#;
+    let mut c = Command::new("/usr/bin/python3");
+    c.arg("-c").arg(script).arg(name).current_dir(dir);
+    let out = run(c, "python3-cryptography signing");
+    let mut lines = out.lines();
+    (
+        lines.next().unwrap().to_string(),
+        lines.next().unwrap().to_string(),
+    )
 }
