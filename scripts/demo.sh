@@ -120,7 +120,7 @@ demo_evidence() {
     cat "$work/rv.json"
     # Simulated evidence is never rated as hardware: at best "warning" (exit 1).
     rc=0
-    cloister verify --tee sim --evidence "$work/evidence.cbor" --nonce "$nonce" \
+    cloister verify --tee sim --evidence "$work/evidence.cbor" --report-data "$nonce" \
         --trust-anchors "$work/sim-ta.json" --reference-values "$work/rv.json" \
         --allow-simulated > "$work/ear.json" || rc=$?
     [ "$rc" -le 1 ] || { echo "verify failed (exit $rc)" >&2; exit 1; }

@@ -410,7 +410,7 @@ impl EvidenceVerifier for TdxBackend {
         let collateral = self.collateral.for_quote(evidence).map_err(|e| {
             unusable(match e {
                 tdx::TdxError::Collateral(m) => tdx::TdxError::Collateral(format!(
-                    "{m} (pass --collateral DIR with the platform's QuoteCollateralV3 JSON)"
+                    "{m} (pass --collateral-dir DIR with the platform's QuoteCollateralV3 JSON)"
                 )),
                 e => e,
             })

@@ -215,7 +215,7 @@ fn expired_collateral_and_missing_collateral() {
         "{e:#} {:?}",
         std::error::Error::source(&e).map(|s| s.to_string())
     );
-    assert!(msg.contains("--collateral"), "{msg}");
+    assert!(msg.contains("--collateral-dir"), "{msg}");
     // Not a quote at all: unusable.
     assert!(v
         .appraise(Tee::Tdx, b"not a quote", None, None, NOW_V4)

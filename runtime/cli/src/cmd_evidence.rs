@@ -26,7 +26,7 @@ pub struct EvidenceArgs {
     /// Where to write the evidence.
     #[arg(short, long, value_name = "FILE")]
     output: PathBuf,
-    /// vCPUs (must match `cloister measure --vcpus`).
+    /// vCPUs (must match `cloister measure --cpus`).
     #[arg(long, default_value_t = 1)]
     cpus: u32,
     /// Guest memory in MiB (must match `cloister measure --memory`).

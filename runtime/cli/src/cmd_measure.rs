@@ -24,7 +24,7 @@ pub struct MeasureArgs {
     #[arg(long, value_name = "FILE")]
     kernel: Option<PathBuf>,
     /// Initramfs (default: Cloister's initramfs).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long = "initramfs", alias = "initrd", value_name = "FILE")]
     initrd: Option<PathBuf>,
     /// Kernel command line (default: what `cloister evidence` and `cloister
     /// run` pass with the agent on virtio-serial).
@@ -33,8 +33,8 @@ pub struct MeasureArgs {
     /// Guest firmware (OVMF for SNP, TDVF for TDX).
     #[arg(long, value_name = "FILE")]
     firmware: Option<PathBuf>,
-    /// vCPUs.
-    #[arg(long, default_value_t = 1)]
+    /// vCPUs (as `cloister run --cpus`).
+    #[arg(long = "cpus", alias = "vcpus", default_value_t = 1)]
     vcpus: u32,
     /// vCPU type (SNP: EPYC-v4 (default), EPYC-Milan, EPYC-Genoa, ...).
     #[arg(long, value_name = "TYPE")]
@@ -96,7 +96,9 @@ pub fn launch_from(args: &MeasureArgs) -> anyhow::Result<Launch> {
             (assets.kernel, assets.initramfs)
         }
         _ => {
-            bail!("give both --kernel and --initrd, or neither (to measure Cloister's own assets)")
+            bail!(
+                "give both --kernel and --initramfs, or neither (to measure Cloister's own assets)"
+            )
         }
     };
     let cmdline = match &args.cmdline {

@@ -20,8 +20,9 @@ pub struct VerifyArgs {
     /// Evidence file (CCA token CBOR or Trustee JSON, SNP report or JSON, TDX quote or JSON).
     #[arg(long)]
     evidence: PathBuf,
-    /// Expected nonce / report_data in hex (zero-padded to 64 bytes).
-    #[arg(long)]
+    /// Expected report_data (the nonce the evidence binds) in hex,
+    /// zero-padded to 64 bytes: what `cloister evidence --report-data` was given.
+    #[arg(long = "report-data", alias = "nonce", value_name = "HEX")]
     nonce: Option<String>,
     /// Expected initdata digest in hex (CCA RPV, SNP HOST_DATA, TDX MRCONFIGID).
     #[arg(long)]
@@ -34,7 +35,7 @@ pub struct VerifyArgs {
     reference_values: Option<PathBuf>,
     /// Collateral directory (SNP certificates, TDX collateral). Files that
     /// are not collateral are skipped (and listed on stderr).
-    #[arg(long)]
+    #[arg(long = "collateral-dir", alias = "collateral", value_name = "DIR")]
     collateral: Option<PathBuf>,
     /// TDX only: CCEL event log (TCG2 crypto-agile, as the ACPI CCEL table
     /// holds it) to replay against the quote's RTMR0..3.
