@@ -13,10 +13,8 @@ mod common;
 mod registry_common;
 
 use std::fs;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use base64::Engine;
 use cloister_image::signature::{FetchedSignature, Policy, SignatureError};
@@ -25,54 +23,6 @@ use registry_common::cosign_sign;
 
 fn b64(b: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(b)
-}
-
-/// docker-registry on a free 127.0.0.1 port, killed on drop.
-struct Registry {
-    child: Child,
-    port: u16,
-}
-
-impl Registry {
-    fn start(dir: &Path) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let config = dir.join("registry.yml");
-        fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                dir.join("registry").display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("docker-registry: install it with scripts/install-deps.sh");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "docker-registry did not listen on 127.0.0.1:{port}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self { child, port }
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A GNUPGHOME in `dir` and a key made with `gpg --batch --quick-gen-key`;
@@ -121,7 +71,7 @@ fn skopeo_sign_by_gpg_through_a_lookaside_is_verified() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     make_image(d);
-    let reg = Registry::start(d);
+    let reg = registry_common::Registry::start();
     let (home, fpr, public) = gpg_key(d, "signer", "");
     let (_, _, stranger) = gpg_key(d, "stranger", "");
     let lookaside = d.join("lookaside");
@@ -129,13 +79,13 @@ fn skopeo_sign_by_gpg_through_a_lookaside_is_verified() {
     fs::write(
         d.join("registries.d/local.yaml"),
         format!(
-            "docker:\n  127.0.0.1:{}:\n    lookaside-staging: file://{}\n",
-            reg.port,
+            "docker:\n  {}:\n    lookaside-staging: file://{}\n",
+            reg.addr,
             lookaside.display()
         ),
     )
     .unwrap();
-    let reference = format!("127.0.0.1:{}/ns/app:v1", reg.port);
+    let reference = format!("{}/ns/app:v1", reg.addr);
     run(Command::new("skopeo")
         .env("GNUPGHOME", &home)
         .current_dir(d)
@@ -174,10 +124,10 @@ fn skopeo_sign_by_gpg_through_a_lookaside_is_verified() {
     let sigs = [FetchedSignature::SimpleSigning(sig.clone())];
     req.check(&reference, &digest, &sigs).unwrap();
     // By digest.
-    let by_digest = format!("127.0.0.1:{}/ns/app@{digest}", reg.port);
+    let by_digest = format!("{}/ns/app@{digest}", reg.addr);
     req.check(&by_digest, &digest, &sigs).unwrap();
     // Another image in the same registry: identity refused.
-    let other = format!("127.0.0.1:{}/ns/other:v1", reg.port);
+    let other = format!("{}/ns/other:v1", reg.addr);
     let err = req.check(&other, &digest, &sigs).unwrap_err();
     assert!(
         matches!(err, SignatureError::IdentityMismatch { .. }),
