@@ -56,6 +56,9 @@ pub struct SandboxConfig {
     /// measurement (RPV, HOST_DATA, MRCONFIGID) and the document to the
     /// agent at CreateSandbox.
     pub initdata: Option<Vec<u8>>,
+    /// Guest firmware where the TEE needs one (SNP: an OVMF built from
+    /// OvmfPkg/AmdSev; TDX: a TDVF); the launch measurement covers it.
+    pub firmware: Option<PathBuf>,
 }
 
 /// Why a sandbox could not be started.
@@ -347,7 +350,7 @@ impl<V: VmHandle> Sandbox<V> {
             vcpus: config.vcpus,
             memory_mib: config.memory_mib,
             initdata: config.initdata.clone(),
-            firmware: None,
+            firmware: config.firmware.clone(),
         };
         let prepared = backend.prepare(&launch, dir.path())?;
         let mut cmdline = launch.cmdline.clone();

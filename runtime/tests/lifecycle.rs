@@ -25,6 +25,7 @@ fn config(runtime_dir: &std::path::Path, timeout: Duration) -> SandboxConfig {
         command: vec!["echo".into(), "hi".into()],
         channel: ChannelChoice::Serial,
         initdata: None,
+        firmware: None,
     }
 }
 
@@ -317,5 +318,50 @@ async fn the_state_dir_is_private_and_a_client_without_the_secret_is_refused() {
         .await
         .unwrap();
     assert!(intruder.wait_ready(deadline).await.is_err());
+    sb.shutdown().await;
+}
+
+/// A TEE backend that records the launch it was asked to prepare.
+#[derive(Default)]
+struct RecordingBackend(std::sync::Mutex<Vec<cloister_tee::Launch>>);
+
+impl cloister_tee::HostBackend for RecordingBackend {
+    fn kind(&self) -> TeeKind {
+        TeeKind::Snp
+    }
+
+    fn prepare(
+        &self,
+        launch: &cloister_tee::Launch,
+        _state_dir: &std::path::Path,
+    ) -> Result<cloister_tee::Prepared, cloister_tee::PrepareError> {
+        if let Ok(mut launches) = self.0.lock() {
+            launches.push(launch.clone());
+        }
+        Ok(cloister_tee::Prepared {
+            qemu: Default::default(),
+            guard: None,
+        })
+    }
+}
+
+/// The firmware the caller names (`cloister run --firmware`) is what the
+/// TEE backend measures and launches.
+#[tokio::test(flavor = "current_thread")]
+async fn the_firmware_reaches_the_tee_backend() {
+    let tmp = tempfile::tempdir().unwrap();
+    let vmm = FakeVmm::new(FakeBoot::Serves {
+        delay: Duration::from_millis(10),
+    });
+    let backend = RecordingBackend::default();
+    let mut cfg = config(tmp.path(), Duration::from_secs(10));
+    cfg.firmware = Some("/fw/OVMF.amdsev.fd".into());
+    let sb = Sandbox::start_with(cfg, &vmm, &backend).unwrap();
+    let launches = backend.0.lock().unwrap().clone();
+    assert_eq!(launches.len(), 1);
+    assert_eq!(
+        launches[0].firmware.as_deref(),
+        Some(std::path::Path::new("/fw/OVMF.amdsev.fd"))
+    );
     sb.shutdown().await;
 }

@@ -322,6 +322,7 @@ pub fn sim_sandbox_config(
         command: vec![command.into()],
         channel: cloister_runtime::ChannelChoice::Serial,
         initdata: Some(initdata),
+        firmware: None,
     }
 }
 

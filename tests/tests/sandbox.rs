@@ -275,6 +275,7 @@ fn two_processes_in_one_sandbox() {
         command: vec!["exec-test".into()],
         channel: cloister_runtime::ChannelChoice::Auto,
         initdata: None,
+        firmware: None,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -32,6 +32,10 @@ pub struct EvidenceArgs {
     /// Guest memory in MiB (must match `cloister measure --memory`).
     #[arg(long, value_name = "MiB", default_value_t = 512)]
     memory: u32,
+    /// Guest firmware (SNP: an OVMF built from OvmfPkg/AmdSev; TDX: a
+    /// TDVF); must match `cloister measure --firmware`.
+    #[arg(long, value_name = "FILE")]
+    firmware: Option<PathBuf>,
     /// Initdata document to launch with (its digest becomes the RPV,
     /// HOST_DATA or MRCONFIGID; must match `cloister measure --initdata`).
     #[arg(long, value_name = "FILE")]
@@ -83,6 +87,7 @@ pub fn run(args: EvidenceArgs) -> anyhow::Result<()> {
         command: vec!["(evidence)".into()],
         channel: cloister_runtime::ChannelChoice::Auto,
         initdata: crate::cmd_run::read_initdata(args.initdata.as_deref())?,
+        firmware: args.firmware.clone(),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -50,6 +50,10 @@ pub struct RunArgs {
         env = "CLOISTER_AGENT_TIMEOUT"
     )]
     agent_timeout: u64,
+    /// Guest firmware (SNP: an OVMF built from OvmfPkg/AmdSev; TDX: a
+    /// TDVF). Must be the file `cloister measure --firmware` was given.
+    #[arg(long, value_name = "FILE")]
+    firmware: Option<PathBuf>,
     /// Initdata document (TOML, CoCo initdata 0.1.0): its digest is bound
     /// into the TEE launch (RPV, HOST_DATA or MRCONFIGID) and the guest
     /// agent refuses to start unless the TEE reports exactly that digest.
@@ -115,6 +119,7 @@ fn config(args: &RunArgs) -> anyhow::Result<SandboxConfig> {
         command: args.command.clone(),
         channel: args.channel,
         initdata: read_initdata(args.initdata.as_deref())?,
+        firmware: args.firmware.clone(),
     })
 }
 
