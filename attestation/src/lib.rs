@@ -101,8 +101,8 @@ impl ReportData {
 
     /// From hex (zero-padded).
     pub fn from_hex(s: &str) -> Result<Self, Error> {
-        let b =
-            hex::decode(s.trim()).map_err(|e| Error::Input(format!("nonce is not hex: {e}")))?;
+        let b = hex::decode(s.trim())
+            .map_err(|e| Error::Input(format!("report_data is not hex: {e}")))?;
         Self::from_padded(&b)
     }
 

@@ -50,18 +50,12 @@ pub struct EvidenceArgs {
     agent_timeout: u64,
 }
 
-/// Parses report_data: hex, at most 64 bytes, zero-padded.
+/// Parses report_data: hex, at most 64 bytes, zero-padded (the one rule,
+/// [`cloister_attestation::ReportData::from_hex`], that `cloister verify
+/// --report-data` uses too).
 pub fn parse_report_data(s: &str) -> anyhow::Result<[u8; 64]> {
-    let bytes = hex::decode(s.trim()).context("--report-data is not hexadecimal")?;
-    if bytes.len() > 64 {
-        bail!(
-            "--report-data is {} bytes: expected at most 64",
-            bytes.len()
-        );
-    }
-    let mut rd = [0u8; 64];
-    rd[..bytes.len()].copy_from_slice(&bytes);
-    Ok(rd)
+    let rd = cloister_attestation::ReportData::from_hex(s).context("--report-data")?;
+    Ok(*rd.as_bytes())
 }
 
 /// Runs `cloister evidence`.
@@ -140,9 +134,7 @@ mod tests {
     fn report_data_is_hex_up_to_64_bytes() {
         assert_eq!(parse_report_data("0a0b").unwrap()[..3], [0x0a, 0x0b, 0]);
         assert!(parse_report_data("zz").is_err());
-        assert!(parse_report_data(&"00".repeat(65))
-            .unwrap_err()
-            .to_string()
-            .contains("65"));
+        let e = format!("{:#}", parse_report_data(&"00".repeat(65)).unwrap_err());
+        assert!(e.contains("--report-data") && e.contains("65"), "{e}");
     }
 }
