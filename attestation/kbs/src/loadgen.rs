@@ -9,6 +9,85 @@ use std::time::{Duration, Instant};
 use cloister_kbs_client::{KbsClient, ResourcePath};
 
 use crate::testing::TestCcaAttester;
+use crate::{admin, Config, Kbs};
+
+/// An in-process KBS on 127.0.0.1 for the benches, ready for flows: the
+/// sim test anchors, simulated evidence allowed, no per-client rate limit
+/// (load and flood share 127.0.0.1), and the resource [`BENCH_RESOURCE`].
+#[derive(Debug)]
+pub struct BenchServer {
+    /// Its base URL.
+    pub url: String,
+    /// The server.
+    pub kbs: std::sync::Arc<Kbs>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// The resource every bench flow fetches.
+pub const BENCH_RESOURCE: &str = "default/key/bench";
+
+impl Drop for BenchServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl BenchServer {
+    /// Starts it with its store in `data_dir` (made private here).
+    pub async fn start(data_dir: &std::path::Path) -> Result<Self, String> {
+        let err = |what: &str, e: &dyn std::fmt::Display| format!("bench KBS: {what}: {e}");
+        // The KBS refuses a data dir that others can read.
+        std::fs::set_permissions(
+            data_dir,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .map_err(|e| err("data dir", &e))?;
+        let (sk, pk) = admin::keygen().map_err(|e| err("admin key", &e))?;
+        std::fs::write(data_dir.join("admin.pub.pem"), pk).map_err(|e| err("admin key", &e))?;
+        let admin_key = admin::signing_key_from_pem(&sk).map_err(|e| err("admin key", &e))?;
+        let anchors = data_dir.join("anchors.json");
+        std::fs::write(&anchors, TestCcaAttester::trust_anchors(true))
+            .map_err(|e| err("trust anchors", &e))?;
+        let kbs = Kbs::open(Config {
+            data_dir: data_dir.to_owned(),
+            insecure_http: true,
+            allow_simulated: true,
+            trust_anchors: Some(anchors),
+            rate_limit_per_sec: 0,
+            ..Config::default()
+        })
+        .map_err(|e| err("open", &e))?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| err("bind", &e))?;
+        let url = format!(
+            "http://{}",
+            listener.local_addr().map_err(|e| err("bind", &e))?
+        );
+        let server = kbs.clone();
+        let task = tokio::spawn(async move {
+            let _ = server.serve_http(listener).await;
+        });
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let resp = reqwest::Client::new()
+            .post(format!("{url}/kbs/v0/resource/{BENCH_RESOURCE}"))
+            .bearer_auth(admin::sign_token(&admin_key, now, 60))
+            .body(vec![0x5a; 32])
+            .send()
+            .await
+            .map_err(|e| err("provisioning the bench resource", &e))?;
+        if !resp.status().is_success() {
+            return Err(format!(
+                "bench KBS: provisioning the bench resource: {}",
+                resp.status()
+            ));
+        }
+        Ok(BenchServer { url, kbs, task })
+    }
+}
 
 /// One load run's parameters.
 #[derive(Debug, Clone)]

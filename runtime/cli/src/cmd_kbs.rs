@@ -340,43 +340,12 @@ fn cpu_secs() -> f64 {
 #[cfg(feature = "testing")]
 async fn bench(a: BenchArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("creating a temporary data dir")?;
-    // The KBS refuses a data dir that others can read.
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o700),
-    )?;
-    let (sk, pk) = admin::keygen()?;
-    std::fs::write(dir.path().join("admin.pub.pem"), pk)?;
-    let admin_key = admin::signing_key_from_pem(&sk)?;
-    let anchors = dir.path().join("anchors.json");
-    std::fs::write(&anchors, TestCcaAttester::trust_anchors(true))?;
-    let kbs = Kbs::open(Config {
-        data_dir: dir.path().to_owned(),
-        insecure_http: true,
-        allow_simulated: true,
-        trust_anchors: Some(anchors),
-        // Flood and flows share 127.0.0.1: the per-client limit would throttle
-        // both, so it is off here (it has its own tests).
-        rate_limit_per_sec: 0,
-        ..Config::default()
-    })?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let server = kbs.clone();
-    let task = tokio::spawn(async move {
-        let _ = server.serve_http(listener).await;
-    });
-    let resp = reqwest::Client::new()
-        .post(format!("{url}/kbs/v0/resource/default/key/bench"))
-        .bearer_auth(admin::sign_token(&admin_key, now(), 60))
-        .body(vec![0x5a; 32])
-        .send()
-        .await?;
-    if !resp.status().is_success() {
-        bail!("provisioning the bench resource failed: {}", resp.status());
-    }
+    let server = loadgen::BenchServer::start(dir.path())
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let (url, kbs) = (&server.url, &server.kbs);
     let attester = TestCcaAttester::new()?;
-    let resource: ResourcePath = "default/key/bench".parse()?;
+    let resource: ResourcePath = loadgen::BENCH_RESOURCE.parse()?;
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "KBS bench on {url} (in-process server, {} CPUs, loadavg before: {})",
@@ -456,7 +425,7 @@ async fn bench(a: BenchArgs) -> anyhow::Result<()> {
         }
     }
     if a.auth_flood > 0 {
-        let flood = loadgen::auth_flood(&url, a.auth_flood, 16, Duration::from_secs(a.max_secs));
+        let flood = loadgen::auth_flood(url, a.auth_flood, 16, Duration::from_secs(a.max_secs));
         let flows = loadgen::run(
             LoadConfig {
                 url: url.clone(),
@@ -490,7 +459,7 @@ async fn bench(a: BenchArgs) -> anyhow::Result<()> {
     }
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("loadavg after: {}", load.trim());
-    task.abort();
+    drop(server);
     if failed {
         bail!("some flows failed");
     }
