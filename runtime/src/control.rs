@@ -303,32 +303,51 @@ pub enum Served {
     Remove,
 }
 
-/// Serves the control socket at `path` (created 0600) for `container`
-/// until a client asks for removal. Exec'd processes get ids `exec-N`.
-pub async fn serve(
-    path: &Path,
-    client: &AgentClient,
-    container: &Container,
-) -> std::io::Result<Served> {
-    let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path)?;
-    crate::state::restrict(path, 0o600)?;
-    let (done_tx, mut done_rx) = mpsc::channel::<Served>(1);
-    let mut next = 0u64;
-    loop {
-        let (stream, _) = tokio::select! {
-            a = listener.accept() => a?,
-            Some(s) = done_rx.recv() => {
-                let _ = std::fs::remove_file(path);
-                return Ok(s);
-            }
-        };
-        next += 1;
-        let exec_id = format!("exec-{next}");
-        let (client, container, done) = (client.clone(), container.clone(), done_tx.clone());
-        tokio::spawn(async move {
-            let _ = handle(stream, &client, &container, &exec_id, &done).await;
-        });
+/// The bound control socket of a detached sandbox. Bind it before telling
+/// anyone the sandbox is up, so that a `cloister exec` issued right after
+/// `run --detach` returns finds the socket.
+#[derive(Debug)]
+pub struct ControlSocket {
+    path: std::path::PathBuf,
+    listener: UnixListener,
+}
+
+impl ControlSocket {
+    /// Creates the socket at `path`, 0600 (a stale one is replaced).
+    pub fn bind(path: &Path) -> std::io::Result<ControlSocket> {
+        let _ = std::fs::remove_file(path);
+        let listener = UnixListener::bind(path)?;
+        crate::state::restrict(path, 0o600)?;
+        Ok(ControlSocket {
+            path: path.to_path_buf(),
+            listener,
+        })
+    }
+
+    /// Serves requests for `container` until a client asks for removal.
+    /// Exec'd processes get ids `exec-N`.
+    pub async fn serve(
+        self,
+        client: &AgentClient,
+        container: &Container,
+    ) -> std::io::Result<Served> {
+        let (done_tx, mut done_rx) = mpsc::channel::<Served>(1);
+        let mut next = 0u64;
+        loop {
+            let (stream, _) = tokio::select! {
+                a = self.listener.accept() => a?,
+                Some(s) = done_rx.recv() => {
+                    let _ = std::fs::remove_file(&self.path);
+                    return Ok(s);
+                }
+            };
+            next += 1;
+            let exec_id = format!("exec-{next}");
+            let (client, container, done) = (client.clone(), container.clone(), done_tx.clone());
+            tokio::spawn(async move {
+                let _ = handle(stream, &client, &container, &exec_id, &done).await;
+            });
+        }
     }
 }
 

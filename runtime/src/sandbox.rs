@@ -22,6 +22,10 @@ use crate::state::{self, files, Metadata, StateDir, StateError};
 use crate::vhost_user::VsockBackend;
 use cloister_protocol::auth::Secret;
 
+/// How long one Check over a vsock connection may go unanswered before the
+/// runtime connects again (a booted agent answers in milliseconds).
+const VSOCK_CHECK_TRY: Duration = Duration::from_secs(8);
+
 /// How many console lines an error shows.
 pub const CONSOLE_TAIL: usize = 12;
 
@@ -429,12 +433,33 @@ impl<V: VmHandle> Sandbox<V> {
         let transport = self.vm.agent().clone();
         let console = self.vm.console_log().to_path_buf();
         let secret = self.secret.clone();
+        // On vsock a connection exists only once the agent listens, so a
+        // Check that goes unanswered means a connection lost on the way (a
+        // vhost-user backend that took it while the guest's driver was
+        // still coming up): drop it and connect again. A serial port
+        // connects at once and its bytes wait for the agent, so there one
+        // Check waits for the whole boot.
+        let per_try = match transport {
+            AgentTransport::Serial { .. } => None,
+            _ => Some(VSOCK_CHECK_TRY),
+        };
         let ready = async {
-            let client = AgentClient::connect_authenticated(&transport, deadline, Some(&secret))
-                .await?
-                .with_console(console);
-            client.wait_ready(deadline).await?;
-            Ok::<_, AgentError>(client)
+            loop {
+                let client =
+                    AgentClient::connect_authenticated(&transport, deadline, Some(&secret))
+                        .await?
+                        .with_console(console.clone());
+                let try_until = per_try.map_or(deadline, |t| deadline.min(Instant::now() + t));
+                match client.wait_ready(try_until).await {
+                    Ok(_) => return Ok::<_, AgentError>(client),
+                    Err(AgentError::Timeout { .. } | AgentError::Rpc { .. })
+                        if per_try.is_some() && Instant::now() < deadline =>
+                    {
+                        continue
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
         };
         let outcome = tokio::select! {
             r = ready => match r {

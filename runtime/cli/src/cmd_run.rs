@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use cloister_runtime::container::KILL_GRACE;
+use cloister_runtime::control::ControlSocket;
 use cloister_runtime::{
     accel, agent, console, qemu::Qemu, state, tee, Container, Pumps, Sandbox, SandboxConfig,
 };
@@ -353,11 +354,21 @@ fn own_detached(args: RunArgs) -> anyhow::Result<()> {
                 return Err(e);
             }
         };
+        let ctl = dir.join(cloister_runtime::control::CONTROL_SOCK);
+        let ctl = match ControlSocket::bind(&ctl)
+            .with_context(|| format!("creating the control socket {}", ctl.display()))
+        {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = container.remove(Duration::from_secs(2)).await;
+                sandbox.shutdown().await;
+                return Err(e);
+            }
+        };
         println!("{DETACHED_READY}{}", sandbox.id());
         detach_stdio();
-        let ctl = dir.join(cloister_runtime::control::CONTROL_SOCK);
         let mut watch = tokio::time::interval(Duration::from_millis(500));
-        let serving = cloister_runtime::control::serve(&ctl, &client, &container);
+        let serving = ctl.serve(&client, &container);
         tokio::pin!(serving);
         loop {
             tokio::select! {
