@@ -120,26 +120,57 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
+/// p50 and p99 in µs of `n` runs of `f`.
+fn p50_p99(n: usize, mut f: impl FnMut()) -> (f64, f64) {
+    let mut t: Vec<f64> = (0..n)
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed().as_secs_f64() * 1e6
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    (t[t.len() / 2], t[t.len() * 99 / 100])
+}
+
+/// The peer, in the same run: the same policy and input on regorus's
+/// tree-walking interpreter (`Engine::eval_rule`), as Cloister evaluated
+/// it before the bytecode VM. Only the rule itself, no violations.
+fn interpreter_peer(rego: &str, web: &str) {
+    let mut engine = regorus::Engine::new();
+    engine
+        .add_policy("gen".into(), rego.to_owned())
+        .expect("compiles");
+    engine
+        .add_data(cloister_policy::to_regorus(&json!({"pstate": {}})))
+        .expect("data");
+    println!("peer: regorus interpreter, rule only");
+    for (name, req, input) in requests(web)
+        .into_iter()
+        .filter(|(_, r, _)| *r == Request::CreateContainer)
+    {
+        let query = format!("data.agent_policy.{}", req.rule());
+        let input = cloister_policy::to_regorus(&input);
+        let (p50, p99) = p50_p99(5_000, || {
+            engine.set_input(input.clone());
+            let _ = engine.eval_rule(query.clone());
+        });
+        println!("{name:<28} {p50:>10.1} {p99:>10.1}");
+    }
+}
+
 fn percentiles() {
     let (rego, web) = policy_text();
     println!("generated policy: {} bytes", rego.len());
     let mut p = AgentPolicy::new("gen", &rego, None).expect("loads");
     println!("{:<28} {:>10} {:>10}", "request", "p50 µs", "p99 µs");
     for (name, req, input) in requests(&web) {
-        let mut t: Vec<f64> = (0..20_000)
-            .map(|_| {
-                let s = Instant::now();
-                let _ = p.evaluate(req, &input);
-                s.elapsed().as_secs_f64() * 1e6
-            })
-            .collect();
-        t.sort_by(f64::total_cmp);
-        println!(
-            "{name:<28} {:>10.1} {:>10.1}",
-            t[t.len() / 2],
-            t[t.len() * 99 / 100]
-        );
+        let (p50, p99) = p50_p99(20_000, || {
+            let _ = p.evaluate(req, &input);
+        });
+        println!("{name:<28} {p50:>10.1} {p99:>10.1}");
     }
+    interpreter_peer(&rego, &web);
 }
 
 criterion_group!(benches, bench);

@@ -15,9 +15,9 @@
 //! - On denial the policy's optional `violations` set (strings naming the
 //!   rule that failed) is evaluated for the message.
 //!
-//! The engine is compiled and prepared once per policy; evaluation converts
-//! the input value tree directly (no JSON text in between) and works on the
-//! one prepared engine.
+//! The policy is compiled once to regorus's bytecode (RVM), with one entry
+//! point per request rule the policy defines; evaluation converts the input
+//! value tree directly (no JSON text in between) and runs that program.
 
 pub mod input;
 
@@ -225,7 +225,9 @@ impl Decision {
 /// A prepared agent policy with its state.
 pub struct AgentPolicy {
     name: String,
-    engine: regorus::Engine,
+    /// The policy compiled to bytecode once, with one entry point per
+    /// defined request rule (and `violations`); evaluation runs here.
+    vm: regorus::rvm::vm::RegoVM,
     /// The data document `{"pstate": ...}` the ops patch.
     data: Value,
     audit: bool,
@@ -234,6 +236,11 @@ pub struct AgentPolicy {
     defined: Vec<&'static str>,
     has_violations: bool,
 }
+
+/// The most bytecode instructions one request may run (regorus's default,
+/// 25 000, is too few for a many-container generated policy; this bounds a
+/// hostile policy's loop all the same).
+const MAX_INSTRUCTIONS: usize = 5_000_000;
 
 /// Whether `rule` exists in the compiled policy: regorus answers an absent
 /// rule path with this error rather than with undefined.
@@ -280,28 +287,53 @@ impl AgentPolicy {
                 }
             }
         }
-        let mut policy = Self {
-            name: name.to_owned(),
-            engine,
-            data,
-            audit: false,
-            defined: Vec::new(),
-            has_violations: false,
-        };
-        policy.load_data()?;
-        let e = &mut policy.engine;
-        policy.defined = Request::ALL
+        engine
+            .add_data(to_regorus(&data))
+            .map_err(|e| PolicyError::Input(e.to_string()))?;
+        let defined: Vec<&'static str> = Request::ALL
             .iter()
             .map(|r| r.rule())
-            .filter(|rule| rule_exists(e, rule))
+            .filter(|rule| rule_exists(&mut engine, rule))
             .collect();
-        policy.has_violations = rule_exists(e, "violations");
-        if rule_exists(e, AUDIT_RULE) {
-            let audit = e
+        let has_violations = rule_exists(&mut engine, "violations");
+        let audit = if rule_exists(&mut engine, AUDIT_RULE) {
+            engine
                 .eval_rule(format!("data.{PACKAGE}.{AUDIT_RULE}"))
-                .map_err(|e| compile(e.to_string()))?;
-            policy.audit = audit == regorus::Value::Bool(true);
+                .map_err(|e| compile(e.to_string()))?
+                == regorus::Value::Bool(true)
+        } else {
+            false
+        };
+        let mut entry_points: Vec<String> = defined
+            .iter()
+            .map(|rule| format!("data.{PACKAGE}.{rule}"))
+            .collect();
+        if has_violations {
+            entry_points.push(format!("data.{PACKAGE}.violations"));
         }
+        let mut vm = regorus::rvm::vm::RegoVM::new();
+        if let Some(first) = entry_points.first() {
+            let first: regorus::Rc<str> = first.as_str().into();
+            let compiled = engine
+                .compile_with_entrypoint(&first)
+                .map_err(|e| compile(e.to_string()))?;
+            let refs: Vec<&str> = entry_points.iter().map(String::as_str).collect();
+            let program =
+                regorus::languages::rego::compiler::Compiler::compile_from_policy(&compiled, &refs)
+                    .map_err(|e| compile(e.to_string()))?;
+            vm = regorus::rvm::vm::RegoVM::new_with_policy(compiled);
+            vm.load_program(program);
+            vm.set_max_instructions(MAX_INSTRUCTIONS);
+        }
+        let mut policy = Self {
+            name: name.to_owned(),
+            vm,
+            data,
+            audit,
+            defined,
+            has_violations,
+        };
+        policy.load_data()?;
         Ok(policy)
     }
 
@@ -326,18 +358,18 @@ impl AgentPolicy {
     }
 
     fn load_data(&mut self) -> Result<(), PolicyError> {
-        self.engine.clear_data();
-        self.engine
-            .add_data(to_regorus(&self.data))
-            .map_err(|e| PolicyError::Input(e.to_string()))?;
-        // Prepare now (analysis and scheduling), not on the next request.
-        self.engine
-            .eval_query("true".to_owned(), false)
-            .map_err(|e| PolicyError::Compile {
-                name: self.name.clone(),
+        self.vm
+            .set_data(to_regorus(&self.data))
+            .map_err(|e| PolicyError::Input(e.to_string()))
+    }
+
+    fn run(&mut self, query: &str) -> Result<regorus::Value, PolicyError> {
+        self.vm
+            .execute_entry_point_by_name(query)
+            .map_err(|e| PolicyError::Eval {
+                query: query.to_owned(),
                 reason: e.to_string(),
-            })?;
-        Ok(())
+            })
     }
 
     /// Evaluates `request` with `input`, applying the rule's ops when it is
@@ -345,14 +377,9 @@ impl AgentPolicy {
     pub fn evaluate(&mut self, request: Request, input: &Value) -> Result<Decision, PolicyError> {
         let rule = request.rule();
         let query = format!("data.{PACKAGE}.{rule}");
-        self.engine.set_input(to_regorus(input));
+        self.vm.set_input(to_regorus(input));
         let value = if self.defined.contains(&rule) {
-            self.engine
-                .eval_rule(query.clone())
-                .map_err(|e| PolicyError::Eval {
-                    query: query.clone(),
-                    reason: e.to_string(),
-                })?
+            self.run(&query)?
         } else {
             regorus::Value::Undefined
         };
@@ -399,7 +426,7 @@ impl AgentPolicy {
         if !self.has_violations {
             return Vec::new();
         }
-        let all = match self.engine.eval_rule(format!("data.{PACKAGE}.violations")) {
+        let all = match self.run(&format!("data.{PACKAGE}.violations")) {
             Ok(v) => to_json(&v),
             Err(_) => return Vec::new(),
         };
