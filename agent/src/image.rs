@@ -19,8 +19,43 @@ use tokio::sync::OnceCell;
 const STORE_DIR: &str = "/run/cloister/images";
 /// Bytes between two progress lines of one layer.
 const PROGRESS_STEP: u64 = 8 << 20;
-/// The store's share of guest RAM (tmpfs `size=`).
-const STORE_SIZE: &str = "size=75%";
+/// The store's share of guest RAM, in percent (tmpfs `size=`).
+const STORE_RAM_PERCENT: u64 = 75;
+
+/// The store's tmpfs `size=`: its share of RAM, plus the encrypted scratch
+/// disk when the sandbox has one (set up here, as swap: see
+/// [`crate::scratch`]).
+fn store_size() -> Result<String, String> {
+    let Some(disk) = crate::scratch::find(Path::new("/sys/block")) else {
+        return Ok(format!("size={STORE_RAM_PERCENT}%"));
+    };
+    let s = crate::scratch::setup(&disk).map_err(|e| e.to_string())?;
+    let ram = nix::sys::sysinfo::sysinfo()
+        .map(|i| i.ram_total())
+        .map_err(|e| format!("reading the guest's RAM size: {e}"))?;
+    let bytes = ram * STORE_RAM_PERCENT / 100 + s.bytes;
+    crate::log!(
+        "scratch disk {}: {} MiB of encrypted swap on {}; image store {} MiB",
+        s.disk.display(),
+        s.bytes >> 20,
+        s.mapping.display(),
+        bytes >> 20
+    );
+    Ok(format!("size={bytes}"))
+}
+
+/// A pull error, with what to do when the store ran out of space.
+fn pull_error(reference: &str, chain: String) -> String {
+    let hint = if chain.contains("No space left on device") {
+        format!(
+            " (the image does not fit the guest's image store, {STORE_RAM_PERCENT}% of its RAM \
+             plus any scratch disk: run the sandbox with more --memory or with --scratch-disk SIZE)"
+        )
+    } else {
+        String::new()
+    };
+    format!("pulling {reference}: {chain}{hint}")
+}
 
 /// The sandbox's image store, created (and its tmpfs mounted) on first use.
 #[derive(Debug, Default)]
@@ -49,12 +84,13 @@ impl Images {
                 let root = Path::new(STORE_DIR);
                 std::fs::create_dir_all(root)
                     .map_err(|e| format!("creating {}: {e}", root.display()))?;
+                let size = store_size()?;
                 mount(
                     Some("tmpfs"),
                     root,
                     Some("tmpfs"),
                     MsFlags::MS_NODEV | MsFlags::MS_NOSUID,
-                    Some(format!("mode=0700,{STORE_SIZE}").as_str()),
+                    Some(format!("mode=0700,{size}").as_str()),
                 )
                 .map_err(|e| format!("mounting the image store's tmpfs: {}", e.desc()))?;
                 ImageStore::new(root.to_owned())
@@ -97,7 +133,7 @@ impl Images {
             Some(k) => store.pull(reference, &cfg, k.as_ref(), &mut progress).await,
             None => store.pull(reference, &cfg, &NoKbs, &mut progress).await,
         };
-        let image = r.map_err(|e| format!("pulling {reference}: {}", e.chain()))?;
+        let image = r.map_err(|e| pull_error(reference, e.chain()))?;
         crate::log!(
             "pulled {} ({}, {} layers)",
             image.reference,

@@ -19,6 +19,7 @@ mod modules;
 mod net;
 mod netsys;
 mod reaper;
+mod scratch;
 mod service;
 mod session;
 mod settings;

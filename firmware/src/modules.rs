@@ -20,6 +20,7 @@
 //!   arrives as a fw_cfg file)
 //! - entropy: `virtio_rng`
 //! - network (to the KBS and registry that initdata names): `virtio_net`
+//! - encrypted scratch disk: `dm_mod`, `dm_crypt`, `xts`
 //! - confidential guest: `configfs`, `tsm` (configfs-tsm reports; called
 //!   `tsm_report` in later kernels), `sev_guest`, `tdx_guest`
 
@@ -62,6 +63,12 @@ pub const AGENT_MODULES: &[Request] = &[
     req("virtio_net", Need::Required),
     req("virtio_blk", Need::Required),
     req("overlay", Need::Required),
+    // The encrypted scratch disk (`--scratch-disk`): dm-crypt over it with
+    // AES-XTS (the kernel has AES built in; xts is a module and nothing in
+    // the guest could modprobe it on demand).
+    req("dm_mod", Need::Required),
+    req("dm_crypt", Need::Required),
+    req("xts", Need::Required),
     req("vsock", Need::Required),
     req("vmw_vsock_virtio_transport_common", Need::Required),
     req("vmw_vsock_virtio_transport", Need::Required),

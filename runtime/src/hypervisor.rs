@@ -77,6 +77,9 @@ pub struct VmSpec {
     pub agent: AgentTransport,
     /// A raw disk image attached read-only as the container rootfs.
     pub rootfs_image: Option<PathBuf>,
+    /// A raw disk image attached read-write as the encrypted scratch disk
+    /// ([`crate::scratch`]).
+    pub scratch_image: Option<PathBuf>,
     /// Settings from the TEE backend.
     pub tee: QemuSettings,
     /// A file (0600, in the 0700 state dir) holding the per-sandbox secret

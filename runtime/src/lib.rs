@@ -21,6 +21,7 @@ pub mod net;
 pub mod qemu;
 pub mod rootfs;
 pub mod sandbox;
+pub mod scratch;
 pub mod state;
 mod sys;
 pub mod tee;

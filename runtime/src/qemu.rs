@@ -242,6 +242,22 @@ pub fn qemu_args(spec: &VmSpec) -> Result<Vec<String>, QemuError> {
             "virtio-blk-pci,drive=rootfs,serial=cloister-rootfs",
         ]);
     }
+    if let Some(img) = &spec.scratch_image {
+        // Sparse; the guest writes only ciphertext, and discards come back
+        // as holes.
+        push(&[
+            "-drive",
+            &format!(
+                "file={},if=none,id=scratch,format=raw,discard=unmap",
+                esc(img)
+            ),
+            "-device",
+            &format!(
+                "virtio-blk-pci,drive=scratch,serial={}",
+                crate::scratch::SERIAL
+            ),
+        ]);
+    }
     if let Some(secret) = &spec.agent_secret {
         // The file's path is on the command line, its content is not.
         push(&[
@@ -391,6 +407,7 @@ mod tests {
                 socket: "/s/agent.sock".into(),
             },
             rootfs_image: Some("/s/rootfs.img".into()),
+            scratch_image: None,
             tee: QemuSettings::default(),
             agent_secret: Some("/s/agent-secret".into()),
             net: None,
@@ -449,6 +466,20 @@ mod tests {
         assert_eq!(
             after(&a, "-fw_cfg"),
             ["name=opt/cloister/agent-secret,file=/s/agent-secret"]
+        );
+    }
+
+    #[test]
+    fn scratch_disk_is_a_writable_drive_with_its_serial() {
+        let mut s = spec();
+        s.scratch_image = Some("/var/s/abc.img".into());
+        let a = qemu_args(&s).unwrap();
+        assert_eq!(
+            after(&a, "-drive")[1],
+            "file=/var/s/abc.img,if=none,id=scratch,format=raw,discard=unmap"
+        );
+        assert!(
+            after(&a, "-device").contains(&"virtio-blk-pci,drive=scratch,serial=cloister-scratch")
         );
     }
 

@@ -18,6 +18,7 @@ use crate::console;
 use crate::hypervisor::{AgentTransport, Hypervisor, VmHandle, VmSpec};
 use crate::qemu::{Qemu, QemuDriver, QemuError, QemuVm};
 use crate::rootfs::{self, RootfsError};
+use crate::scratch::ScratchDisk;
 use crate::state::{self, files, Metadata, StateDir, StateError};
 use crate::vhost_user::VsockBackend;
 use cloister_protocol::auth::Secret;
@@ -63,6 +64,9 @@ pub struct SandboxConfig {
     /// Guest firmware where the TEE needs one (SNP: an OVMF built from
     /// OvmfPkg/AmdSev; TDX: a TDVF); the launch measurement covers it.
     pub firmware: Option<PathBuf>,
+    /// Bytes of encrypted scratch disk for images larger than guest RAM
+    /// ([`crate::scratch`]); none without.
+    pub scratch_disk: Option<u64>,
 }
 
 /// Why a sandbox could not be started.
@@ -74,6 +78,9 @@ pub enum SandboxError {
     /// Rootfs trouble.
     #[error(transparent)]
     Rootfs(#[from] RootfsError),
+    /// Scratch disk trouble.
+    #[error(transparent)]
+    Scratch(#[from] crate::scratch::ScratchError),
     /// The TEE backend refused.
     #[error(transparent)]
     Tee(#[from] PrepareError),
@@ -258,6 +265,7 @@ pub struct Sandbox<V: VmHandle = QemuVm> {
     config: SandboxConfig,
     meta: Metadata,
     dir: StateDir,
+    _scratch: Option<ScratchDisk>,
 }
 
 impl<V: VmHandle> std::fmt::Debug for Sandbox<V> {
@@ -309,7 +317,17 @@ impl<V: VmHandle> Sandbox<V> {
             memory_mib: config.memory_mib,
             rootfs: config.rootfs.clone(),
             command: config.command.clone(),
+            scratch: None,
         };
+        let scratch = match config.scratch_disk {
+            Some(bytes) => Some(ScratchDisk::create(
+                &crate::scratch::scratch_dir()?,
+                dir.id(),
+                bytes,
+            )?),
+            None => None,
+        };
+        meta.scratch = scratch.as_ref().map(|s| s.path().to_path_buf());
         dir.write_metadata(&meta)?;
         let rootfs_image = match &config.rootfs {
             Some(src) => {
@@ -375,6 +393,7 @@ impl<V: VmHandle> Sandbox<V> {
             vmm_log: dir.file(files::VMM_LOG),
             agent: transport,
             rootfs_image,
+            scratch_image: scratch.as_ref().map(|s| s.path().to_path_buf()),
             tee: prepared.qemu,
             agent_secret: Some(secret_file),
             net: crate::net::NetSpec::for_initdata(config.initdata.as_deref())?,
@@ -392,6 +411,7 @@ impl<V: VmHandle> Sandbox<V> {
             config,
             meta,
             dir,
+            _scratch: scratch,
         })
     }
 

@@ -74,6 +74,9 @@ pub struct Metadata {
     pub rootfs: Option<PathBuf>,
     /// The command run in the container.
     pub command: Vec<String>,
+    /// The scratch disk file, if any (outside the state dir; removed with it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scratch: Option<PathBuf>,
 }
 
 /// A sandbox's private directory. Removed on drop.
@@ -256,6 +259,9 @@ pub fn list(runtime_dir: &Path) -> Result<(Vec<Metadata>, Vec<String>), StateErr
             Some(m) if is_alive(&m) => live.push(m),
             Some(m) => {
                 let _ = std::fs::remove_dir_all(&path);
+                if let Some(s) = &m.scratch {
+                    let _ = std::fs::remove_file(s);
+                }
                 pruned.push(m.id);
             }
             None => {
@@ -323,6 +329,7 @@ mod tests {
             memory_mib: 256,
             rootfs: None,
             command: vec!["true".into()],
+            scratch: None,
         }
     }
 

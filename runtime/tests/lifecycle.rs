@@ -26,6 +26,7 @@ fn config(runtime_dir: &std::path::Path, timeout: Duration) -> SandboxConfig {
         channel: ChannelChoice::Serial,
         initdata: None,
         firmware: None,
+        scratch_disk: None,
     }
 }
 

@@ -323,6 +323,7 @@ pub fn sim_sandbox_config(
         channel: cloister_runtime::ChannelChoice::Serial,
         initdata: Some(initdata),
         firmware: None,
+        scratch_disk: None,
     }
 }
 

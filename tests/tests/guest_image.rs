@@ -668,3 +668,128 @@ fn sigstore_signed_image_runs_and_another_key_is_refused() {
     assert!(text(&out).contains("signature"), "{}", text(&out));
     assert!(!text(&out).contains("stranger-marker"), "{}", text(&out));
 }
+
+/// An image larger than the guest's image store (75 % of its RAM): without
+/// a scratch disk the pull fails, naming `--scratch-disk`; with
+/// `--scratch-disk` the agent encrypts the disk with a key made in the
+/// guest, pages the store out to it and runs the container, while the
+/// host's file holds none of the image's plaintext; `cloister rm` removes
+/// the file.
+#[test]
+fn image_larger_than_guest_ram_runs_on_an_encrypted_scratch_disk() {
+    let env = cloister_e2e::Env::new();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config");
+    let scratch_dir = dir.path().join("scratch");
+    let reg = Registry::start();
+    let busybox = std::fs::read("/bin/busybox").unwrap();
+    // 224 MiB of one recognisable line: compresses to almost nothing on
+    // the wire, fills the guest's memory once unpacked.
+    const LINE: &[u8] = b"cloister scratch plaintext 0123456789abcdef\n";
+    let big: Vec<u8> = LINE.iter().copied().cycle().take(224 << 20).collect();
+    let layer = registry_common::tar(|t| {
+        t.dir("bin")
+            .file_mode("bin/busybox", &busybox, 0o755)
+            .symlink("bin/sh", "busybox")
+            .symlink("bin/cat", "busybox")
+            .symlink("bin/wc", "busybox")
+            .symlink("bin/sleep", "busybox")
+            .file("big", &big)
+            .file("marker", b"ran from swap\n");
+    });
+    drop(big);
+    let l = registry_common::Layout::new();
+    let image = l.image_with("amd64", &[layer], true);
+    l.tag(&image, "v1");
+    push(l.path(), "v1", &reg.addr, "huge:v1", false);
+    let reference = pinned(&reg, "huge");
+    let doc = pinned_initdata(dir.path(), &cfg, &reg, &reference);
+    let run = |extra: &[&str], cmd: &[&str]| {
+        let mut c = env.cloister();
+        c.args([
+            "run",
+            "--tee",
+            "sim",
+            "--initdata",
+            &doc,
+            "--image",
+            &reference,
+        ])
+        .args(["--memory", "256"])
+        .args(extra)
+        .arg("--")
+        .args(cmd)
+        .env("CLOISTER_CONFIG_DIR", &cfg)
+        .env("CLOISTER_SCRATCH_DIR", &scratch_dir)
+        .stdin(std::process::Stdio::null());
+        let _lock = boot_lock();
+        c.output().unwrap()
+    };
+
+    let out = run(&[], &["cat", "/marker"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("No space left on device") && err.contains("--scratch-disk"),
+        "{err}"
+    );
+    env.assert_clean();
+
+    let out = run(
+        &["--scratch-disk", "1G", "--detach"],
+        &["sh", "-c", "cat /marker; wc -c < /big; sleep 600"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let c0 = env.runtime_dir.path().join(&id).join("c0.out");
+    let printed = || std::fs::read_to_string(&c0).unwrap_or_default();
+    assert!(
+        cloister_e2e::wait_for(std::time::Duration::from_secs(120), || printed()
+            .lines()
+            .count()
+            >= 2),
+        "the container printed {:?}",
+        printed()
+    );
+    assert_eq!(printed(), format!("ran from swap\n{}\n", 224u64 << 20));
+    let file = scratch_dir.join(format!("{id}.img"));
+    let disk = std::fs::read(&file).unwrap();
+    assert_eq!(disk.len(), 1 << 30);
+    // The image paged out (the file holds data), but never in plaintext:
+    // a plaintext page of /big would hold a whole LINE ending in '\n'.
+    let written: Vec<&[u8]> = disk
+        .chunks(4096)
+        .filter(|p| p.iter().any(|b| *b != 0))
+        .collect();
+    assert!(
+        written.len() > (32 << 20) / 4096,
+        "only {} pages written",
+        written.len()
+    );
+    let holds_line = |p: &[u8]| {
+        p.iter()
+            .enumerate()
+            .any(|(i, b)| *b == b'\n' && i + 1 >= LINE.len() && p[i + 1 - LINE.len()..=i] == *LINE)
+    };
+    let page: Vec<u8> = LINE.iter().copied().cycle().skip(7).take(4096).collect();
+    assert!(holds_line(&page), "the plaintext detector works");
+    assert!(
+        !written.iter().any(|p| holds_line(p)),
+        "the scratch disk holds the image's plaintext"
+    );
+    drop(disk);
+    let rm = env.cloister().args(["rm", &id]).output().unwrap();
+    assert!(rm.status.success(), "{rm:?}");
+    assert!(
+        cloister_e2e::wait_for(std::time::Duration::from_secs(30), || !file.exists()),
+        "{} left behind",
+        file.display()
+    );
+    assert!(
+        cloister_e2e::wait_for(std::time::Duration::from_secs(30), || env
+            .state_dirs()
+            .is_empty()),
+        "state left"
+    );
+    env.assert_clean();
+}

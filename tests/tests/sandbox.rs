@@ -276,6 +276,7 @@ fn two_processes_in_one_sandbox() {
         channel: cloister_runtime::ChannelChoice::Auto,
         initdata: None,
         firmware: None,
+        scratch_disk: None,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

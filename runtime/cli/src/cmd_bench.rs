@@ -236,6 +236,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         vmm_log: tmp.join("bare-qemu.log"),
         agent: transport,
         rootfs_image: None,
+        scratch_image: None,
         tee: Default::default(),
         // The bare boot is timed to /init; it never serves a host.
         agent_secret: None,

@@ -82,6 +82,7 @@ pub fn run(args: EvidenceArgs) -> anyhow::Result<()> {
         channel: cloister_runtime::ChannelChoice::Auto,
         initdata: crate::cmd_run::read_initdata(args.initdata.as_deref())?,
         firmware: args.firmware.clone(),
+        scratch_disk: None,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -43,6 +43,11 @@ pub struct RunArgs {
     /// Guest memory in MiB.
     #[arg(long, value_name = "MiB", default_value_t = 512, value_parser = clap::value_parser!(u32).range(64..=65536))]
     memory: u32,
+    /// Encrypted scratch disk for images larger than guest RAM (e.g. 4G):
+    /// a sparse file on the host that the guest agent encrypts with a key
+    /// it makes and never gives out, and pages the image store out to.
+    #[arg(long, value_name = "SIZE", value_parser = cloister_runtime::scratch::parse_size)]
+    scratch_disk: Option<u64>,
     /// Seconds the guest agent may take to answer after the VM starts.
     #[arg(
         long,
@@ -121,6 +126,7 @@ fn config(args: &RunArgs) -> anyhow::Result<SandboxConfig> {
         channel: args.channel,
         initdata: read_initdata(args.initdata.as_deref())?,
         firmware: args.firmware.clone(),
+        scratch_disk: args.scratch_disk,
     })
 }
 

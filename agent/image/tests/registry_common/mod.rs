@@ -226,6 +226,11 @@ impl Layout {
     /// An image of uncompressed tar `layers` for `arch`; returns its
     /// manifest blob.
     pub fn image(&self, arch: &str, layers: &[Vec<u8>]) -> Blob {
+        self.image_with(arch, layers, false)
+    }
+
+    /// [`Layout::image`], its layers gzip-compressed when `gzip`.
+    pub fn image_with(&self, arch: &str, layers: &[Vec<u8>], gzip: bool) -> Blob {
         let diff_ids: Vec<String> = layers.iter().map(|l| sha256(l)).collect();
         let config = serde_json::json!({
             "architecture": arch, "os": "linux",
@@ -239,8 +244,20 @@ impl Layout {
         let layers: Vec<serde_json::Value> = layers
             .iter()
             .map(|l| {
-                self.blob("application/vnd.oci.image.layer.v1.tar", l)
+                if gzip {
+                    use std::io::Write as _;
+                    let mut z =
+                        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                    z.write_all(l).unwrap();
+                    self.blob(
+                        "application/vnd.oci.image.layer.v1.tar+gzip",
+                        &z.finish().unwrap(),
+                    )
                     .json()
+                } else {
+                    self.blob("application/vnd.oci.image.layer.v1.tar", l)
+                        .json()
+                }
             })
             .collect();
         let manifest = serde_json::json!({
