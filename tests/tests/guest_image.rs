@@ -302,59 +302,65 @@ fn encrypted_image_is_decrypted_with_a_key_released_after_attestation() {
     assert!(!text(&out).contains("secret-marker"), "{}", text(&out));
 }
 
-/// An image encrypted by skopeo 1.9 with `--encryption-key jwe:` (RSA): the
-/// private key is a KBS resource that initdata names.
+/// Images encrypted by skopeo 1.9 with `--encryption-key jwe:`, one to an
+/// RSA key (RSA-OAEP) and one to an EC P-256 key (ECDH-ES with AES key
+/// wrap): each private key is a KBS resource that initdata names.
 #[test]
-fn skopeo_jwe_image_is_decrypted_with_a_kbs_private_key() {
+fn skopeo_jwe_images_are_decrypted_with_kbs_private_keys() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let kbs = TestKbs::start(root);
     let reg = Registry::start();
-    let img = umoci_busybox_image("jwe-marker\n", "v1");
-    let key = root.join("rsa.pem");
-    let public = root.join("rsa.pub");
-    registry_common::run(
-        {
-            let mut c = std::process::Command::new("openssl");
-            c.args(["genrsa", "-out"]).arg(&key).arg("2048");
-            c
-        },
-        "openssl genrsa",
-    );
-    registry_common::run(
-        {
-            let mut c = std::process::Command::new("openssl");
-            c.args(["rsa", "-pubout", "-in"])
-                .arg(&key)
-                .arg("-out")
-                .arg(&public);
-            c
-        },
+    let openssl = |args: &[&str], what: &str| {
+        let mut c = std::process::Command::new("openssl");
+        c.args(args).current_dir(root);
+        registry_common::run(c, what);
+    };
+    openssl(&["genrsa", "-out", "rsa.pem", "2048"], "openssl genrsa");
+    openssl(
+        &["rsa", "-pubout", "-in", "rsa.pem", "-out", "rsa.pub"],
         "openssl rsa -pubout",
     );
-    registry_common::run(
-        {
-            let mut c = std::process::Command::new("skopeo");
-            c.args(["--insecure-policy", "copy", "-q", "--dest-tls-verify=false"])
-                .arg("--encryption-key")
-                .arg(format!("jwe:{}", public.display()))
-                .arg(format!("oci:{}:v1", img.path().join("layout").display()))
-                .arg(format!("docker://{}/jwe:v1", reg.addr));
-            c
-        },
-        "skopeo copy --encryption-key",
+    openssl(
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "ec.pem",
+        ],
+        "openssl ecparam -genkey",
     );
-    let reference = pinned(&reg, "jwe");
-    kbs.set_resource("default/keys/rsa", &std::fs::read(&key).unwrap());
-    let doc = kbs_initdata(
-        root,
-        &kbs,
-        &reg,
-        &[&reference],
-        &["--decryption-key", "kbs:///default/keys/rsa"],
+    openssl(
+        &["ec", "-pubout", "-in", "ec.pem", "-out", "ec.pub"],
+        "openssl ec -pubout",
     );
-    let out = run_image(&kbs.cfg, &doc, &reference, &["cat", "/marker"]);
-    assert_printed_kbs(&out, "jwe-marker\n", &kbs);
+    for kind in ["rsa", "ec"] {
+        let marker = format!("jwe-{kind}-marker\n");
+        let img = umoci_busybox_image(&marker, "v1");
+        let repo = format!("jwe-{kind}");
+        let mut c = std::process::Command::new("skopeo");
+        c.args(["--insecure-policy", "copy", "-q", "--dest-tls-verify=false"])
+            .arg("--encryption-key")
+            .arg(format!(
+                "jwe:{}",
+                root.join(format!("{kind}.pub")).display()
+            ))
+            .arg(format!("oci:{}:v1", img.path().join("layout").display()))
+            .arg(format!("docker://{}/{repo}:v1", reg.addr));
+        registry_common::run(c, "skopeo copy --encryption-key");
+        let reference = pinned(&reg, &repo);
+        kbs.set_resource(
+            &format!("default/keys/{kind}"),
+            &std::fs::read(root.join(format!("{kind}.pem"))).unwrap(),
+        );
+        let key = format!("kbs:///default/keys/{kind}");
+        let doc = kbs_initdata(root, &kbs, &reg, &[&reference], &["--decryption-key", &key]);
+        let out = run_image(&kbs.cfg, &doc, &reference, &["cat", "/marker"]);
+        assert_printed_kbs(&out, &marker, &kbs);
+    }
 }
 
 /// A two-platform index (linux/amd64 and linux/arm64/v8) pinned by the
