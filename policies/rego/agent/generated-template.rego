@@ -15,7 +15,6 @@ default CloseStdinRequest := true
 default ReadStreamRequest := true
 default GuestDetailsRequest := true
 default ExtendRuntimeMeasurementRequest := true
-default CreateContainerRequest := false
 default ExecProcessRequest := false
 default GetEvidenceRequest := false
 default SetPolicyRequest := false
@@ -47,10 +46,13 @@ candidates := [c |
 	digest_of(input.rootfs.source) == digest_of(c.image)
 ]
 
-CreateContainerRequest if {
-	count(common_violations) == 0
-	some c in candidates
-	count(container_violations(c)) == 0
+# One evaluation decides and, on a denial, names the failed checks (the
+# engine then needs no second run of `violations`): allowed when nothing
+# common fails and some container of the pinned image passes all its checks.
+CreateContainerRequest := {"allowed": count(passing) > 0, "violations": failed} if {
+	per_container := [container_violations(c) | some c in candidates]
+	passing := [1 | count(common_violations) == 0; some v in per_container; count(v) == 0]
+	failed := common_violations | {msg | some v in per_container; some msg in v}
 }
 
 process := as_obj(object.get(input.OCI, "Process", {}))
@@ -165,7 +167,7 @@ security_violations(c) := {msg |
 }
 
 violations := {
-	"CreateContainerRequest": common_violations | {v | some c in candidates; some v in container_violations(c)},
+	"CreateContainerRequest": CreateContainerRequest.violations,
 	"ExecProcessRequest": {"no_exec: ExecProcess is refused by the generated policy"},
 	"GetEvidenceRequest": {"no_host_evidence: GetEvidence is refused"},
 	"SetPolicyRequest": {"no_set_policy: the measured policy cannot be replaced"},

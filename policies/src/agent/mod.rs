@@ -13,7 +13,9 @@
 //!   `AllowRequestsFailingPolicy := true` (Kata's name), a denied request is
 //!   allowed and reported as audited.
 //! - On denial the policy's optional `violations` set (strings naming the
-//!   rule that failed) is evaluated for the message.
+//!   rule that failed) is evaluated for the message, unless the rule's
+//!   object already names them as `{"allowed": false, "violations": [...]}`
+//!   (one run instead of two; the generated policies do this).
 //!
 //! The policy is compiled once to regorus's bytecode (RVM), with one entry
 //! point per request rule the policy defines; evaluation converts the input
@@ -383,14 +385,18 @@ impl AgentPolicy {
         } else {
             regorus::Value::Undefined
         };
-        let (allowed, ops) = match &value {
-            regorus::Value::Bool(b) => (*b, None),
+        let (allowed, ops, named) = match &value {
+            regorus::Value::Bool(b) => (*b, None, None),
             regorus::Value::Object(o) => {
                 let allowed =
                     o.get(&regorus::Value::from("allowed")) == Some(&regorus::Value::Bool(true));
-                (allowed, o.get(&regorus::Value::from("ops")).map(to_json))
+                (
+                    allowed,
+                    o.get(&regorus::Value::from("ops")).map(to_json),
+                    o.get(&regorus::Value::from("violations")).map(to_json),
+                )
             }
-            _ => (false, None),
+            _ => (false, None, None),
         };
         if allowed {
             if let Some(ops) = ops {
@@ -408,7 +414,14 @@ impl AgentPolicy {
             self.name,
             request.rpc()
         );
-        let violations = self.violations(rule);
+        // A rule that names its own violations spares a second run.
+        let violations = match named {
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect(),
+            _ => self.violations(rule),
+        };
         if !violations.is_empty() {
             reason.push_str(": ");
             reason.push_str(&violations.join("; "));

@@ -162,3 +162,29 @@ fn confidential_default_names_the_failed_rule() {
         d => panic!("{d:?}"),
     }
 }
+
+#[test]
+fn a_rule_that_names_its_violations_is_used_without_the_violations_rule() {
+    // `violations` would say something else: the rule's own list wins.
+    let rego = r#"package agent_policy
+import rego.v1
+CreateContainerRequest := {"allowed": false, "violations": {"own_check: the image is not pinned"}}
+StartContainerRequest := {"allowed": true, "violations": {"ignored when allowed"}}
+violations := {"CreateContainerRequest": {"from_the_violations_rule"}}
+"#;
+    let mut p = AgentPolicy::new("p", rego, None).unwrap();
+    match p.evaluate(Request::CreateContainer, &json!({})).unwrap() {
+        Decision::Denied { reason } => {
+            assert!(
+                reason.contains("own_check: the image is not pinned"),
+                "{reason}"
+            );
+            assert!(!reason.contains("from_the_violations_rule"), "{reason}");
+        }
+        d => panic!("{d:?}"),
+    }
+    assert!(p
+        .evaluate(Request::StartContainer, &json!({}))
+        .unwrap()
+        .is_allowed());
+}
