@@ -80,17 +80,8 @@ fn run_image_in(
     cmd: &[&str],
     cache: Option<&Path>,
 ) -> Output {
-    let mut a = vec![
-        "run",
-        "--tee",
-        "sim",
-        "--initdata",
-        doc,
-        "--image",
-        reference,
-        "--memory",
-        "512",
-    ];
+    let mut a = sim_image_args(doc, reference).to_vec();
+    a.extend(["--memory", "512"]);
     if !cmd.is_empty() {
         a.push("--");
         a.extend_from_slice(cmd);
@@ -106,6 +97,33 @@ fn run_image_in(
             .output()
             .unwrap(),
     }
+}
+
+/// `cloister run --tee sim --initdata DOC --image REF` in `env` with the
+/// config dir `cfg` (add flags, `--` and the command).
+fn sim_image_run(
+    env: &cloister_e2e::Env,
+    cfg: &Path,
+    doc: &str,
+    reference: &str,
+) -> std::process::Command {
+    let mut c = env.cloister();
+    c.args(sim_image_args(doc, reference))
+        .env("CLOISTER_CONFIG_DIR", cfg);
+    c
+}
+
+/// The words of `cloister run --tee sim --initdata DOC --image REF`.
+fn sim_image_args<'a>(doc: &'a str, reference: &'a str) -> [&'a str; 7] {
+    [
+        "run",
+        "--tee",
+        "sim",
+        "--initdata",
+        doc,
+        "--image",
+        reference,
+    ]
 }
 
 /// A copy of the guest assets whose initramfs has two zero pages more (the
@@ -568,19 +586,8 @@ fn registry_killed_mid_pull_fails_cleanly() {
     let doc = pinned_initdata(dir.path(), &cfg, &reg, &reference);
 
     let _lock = boot_lock();
-    let mut child = env
-        .cloister()
-        .args([
-            "run",
-            "--tee",
-            "sim",
-            "--initdata",
-            &doc,
-            "--image",
-            &reference,
-        ])
+    let mut child = sim_image_run(&env, &cfg, &doc, &reference)
         .args(["--", "cat", "/marker"])
-        .env("CLOISTER_CONFIG_DIR", &cfg)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -711,23 +718,13 @@ fn image_larger_than_guest_ram_runs_on_an_encrypted_scratch_disk() {
     let reference = pinned(&reg, "huge");
     let doc = pinned_initdata(dir.path(), &cfg, &reg, &reference);
     let run = |extra: &[&str], cmd: &[&str]| {
-        let mut c = env.cloister();
-        c.args([
-            "run",
-            "--tee",
-            "sim",
-            "--initdata",
-            &doc,
-            "--image",
-            &reference,
-        ])
-        .args(["--memory", "256"])
-        .args(extra)
-        .arg("--")
-        .args(cmd)
-        .env("CLOISTER_CONFIG_DIR", &cfg)
-        .env("CLOISTER_SCRATCH_DIR", &scratch_dir)
-        .stdin(std::process::Stdio::null());
+        let mut c = sim_image_run(&env, &cfg, &doc, &reference);
+        c.args(["--memory", "256"])
+            .args(extra)
+            .arg("--")
+            .args(cmd)
+            .env("CLOISTER_SCRATCH_DIR", &scratch_dir)
+            .stdin(std::process::Stdio::null());
         let _lock = boot_lock();
         c.output().unwrap()
     };
