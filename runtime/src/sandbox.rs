@@ -27,6 +27,18 @@ use cloister_protocol::auth::Secret;
 /// runtime connects again (a booted agent answers in milliseconds).
 const VSOCK_CHECK_TRY: Duration = Duration::from_secs(8);
 
+/// How many lines of the vhost-user vsock backend's log a timeout shows.
+const BACKEND_LOG_TAIL: usize = 4;
+
+/// The last `n` non-empty lines of the vsock backend's log, marked as its.
+fn backend_log_tail(log: &str, n: usize) -> Vec<String> {
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| format!("vhost-device-vsock: {l}"))
+        .collect()
+}
+
 /// How many console lines an error shows.
 pub const CONSOLE_TAIL: usize = 12;
 
@@ -516,9 +528,15 @@ impl<V: VmHandle> Sandbox<V> {
         if let Some(e) = self.boot_failure() {
             return e;
         }
+        let mut tail = self.console_tail(CONSOLE_TAIL);
+        if matches!(self.vm.agent(), AgentTransport::VhostUserVsock { .. }) {
+            // The vsock path runs through the backend: its last words too.
+            let log = console::read(&self.dir.file(files::VHOST_USER_LOG));
+            tail.extend(backend_log_tail(&log, BACKEND_LOG_TAIL));
+        }
         SandboxError::AgentTimeout {
             after: self.config.agent_timeout,
-            tail: self.console_tail(CONSOLE_TAIL),
+            tail,
         }
     }
 
@@ -593,5 +611,19 @@ impl<V: VmHandle> Sandbox<V> {
         }
         let _ = self.vm.stop(Duration::from_secs(2));
         // Drop: guard, then the state dir.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn backend_log_tail_keeps_the_last_non_empty_lines() {
+        let t = super::backend_log_tail("a\n\nb\n  \nc\n\n", 2);
+        assert_eq!(t, ["vhost-device-vsock: b", "vhost-device-vsock: c"]);
+        assert_eq!(
+            super::backend_log_tail("only\n", 4),
+            ["vhost-device-vsock: only"]
+        );
+        assert!(super::backend_log_tail("", 4).is_empty());
     }
 }
