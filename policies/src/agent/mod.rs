@@ -227,9 +227,8 @@ impl Decision {
 /// A prepared agent policy with its state.
 pub struct AgentPolicy {
     name: String,
-    /// The policy compiled to bytecode once, with one entry point per
-    /// defined request rule (and `violations`); evaluation runs here.
-    vm: regorus::rvm::vm::RegoVM,
+    /// Where evaluation runs.
+    exec: Exec,
     /// The data document `{"pstate": ...}` the ops patch.
     data: Value,
     audit: bool,
@@ -243,6 +242,29 @@ pub struct AgentPolicy {
 /// 25 000, is too few for a many-container generated policy; this bounds a
 /// hostile policy's loop all the same).
 const MAX_INSTRUCTIONS: usize = 5_000_000;
+
+/// Where a policy is evaluated.
+enum Exec {
+    /// regorus's bytecode VM: the policy compiled once, with one entry
+    /// point per defined request rule (and `violations`).
+    Vm(Box<regorus::rvm::vm::RegoVM>),
+    /// regorus's tree-walking interpreter, for policies the VM does not
+    /// evaluate as OPA does ([`uses_else`]).
+    Interpreter(Box<regorus::Engine>),
+}
+
+/// Whether the Rego text has the keyword `else` (outside comments; a string
+/// that holds the word only costs the faster engine). regorus 0.14's VM
+/// answers the later branches of an `else` chain with undefined, and under
+/// `not` an undefined reads as false, so such a policy could fail open: it
+/// runs on the interpreter.
+fn uses_else(rego: &str) -> bool {
+    rego.lines().any(|line| {
+        let code = line.split('#').next().unwrap_or("");
+        code.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .any(|w| w == "else")
+    })
+}
 
 /// Whether `rule` exists in the compiled policy: regorus answers an absent
 /// rule path with this error rather than with undefined.
@@ -313,23 +335,29 @@ impl AgentPolicy {
         if has_violations {
             entry_points.push(format!("data.{PACKAGE}.violations"));
         }
-        let mut vm = regorus::rvm::vm::RegoVM::new();
-        if let Some(first) = entry_points.first() {
-            let first: regorus::Rc<str> = first.as_str().into();
-            let compiled = engine
-                .compile_with_entrypoint(&first)
-                .map_err(|e| compile(e.to_string()))?;
-            let refs: Vec<&str> = entry_points.iter().map(String::as_str).collect();
-            let program =
-                regorus::languages::rego::compiler::Compiler::compile_from_policy(&compiled, &refs)
+        let exec = if uses_else(rego) {
+            Exec::Interpreter(Box::new(engine))
+        } else {
+            let mut vm = regorus::rvm::vm::RegoVM::new();
+            if let Some(first) = entry_points.first() {
+                let first: regorus::Rc<str> = first.as_str().into();
+                let compiled = engine
+                    .compile_with_entrypoint(&first)
                     .map_err(|e| compile(e.to_string()))?;
-            vm = regorus::rvm::vm::RegoVM::new_with_policy(compiled);
-            vm.load_program(program);
-            vm.set_max_instructions(MAX_INSTRUCTIONS);
-        }
+                let refs: Vec<&str> = entry_points.iter().map(String::as_str).collect();
+                let program = regorus::languages::rego::compiler::Compiler::compile_from_policy(
+                    &compiled, &refs,
+                )
+                .map_err(|e| compile(e.to_string()))?;
+                vm = regorus::rvm::vm::RegoVM::new_with_policy(compiled);
+                vm.load_program(program);
+                vm.set_max_instructions(MAX_INSTRUCTIONS);
+            }
+            Exec::Vm(Box::new(vm))
+        };
         let mut policy = Self {
             name: name.to_owned(),
-            vm,
+            exec,
             data,
             audit,
             defined,
@@ -360,18 +388,30 @@ impl AgentPolicy {
     }
 
     fn load_data(&mut self) -> Result<(), PolicyError> {
-        self.vm
-            .set_data(to_regorus(&self.data))
-            .map_err(|e| PolicyError::Input(e.to_string()))
+        let data = to_regorus(&self.data);
+        let input = |e: String| PolicyError::Input(e);
+        match &mut self.exec {
+            Exec::Vm(vm) => vm.set_data(data).map_err(|e| input(e.to_string())),
+            Exec::Interpreter(engine) => {
+                engine.clear_data();
+                engine.add_data(data).map_err(|e| input(e.to_string()))
+            }
+        }
     }
 
     fn run(&mut self, query: &str) -> Result<regorus::Value, PolicyError> {
-        self.vm
-            .execute_entry_point_by_name(query)
-            .map_err(|e| PolicyError::Eval {
-                query: query.to_owned(),
-                reason: e.to_string(),
-            })
+        let r = match &mut self.exec {
+            Exec::Vm(vm) => vm
+                .execute_entry_point_by_name(query)
+                .map_err(|e| e.to_string()),
+            Exec::Interpreter(engine) => engine
+                .eval_rule(query.to_owned())
+                .map_err(|e| e.to_string()),
+        };
+        r.map_err(|reason| PolicyError::Eval {
+            query: query.to_owned(),
+            reason,
+        })
     }
 
     /// Evaluates `request` with `input`, applying the rule's ops when it is
@@ -379,7 +419,10 @@ impl AgentPolicy {
     pub fn evaluate(&mut self, request: Request, input: &Value) -> Result<Decision, PolicyError> {
         let rule = request.rule();
         let query = format!("data.{PACKAGE}.{rule}");
-        self.vm.set_input(to_regorus(input));
+        match &mut self.exec {
+            Exec::Vm(vm) => vm.set_input(to_regorus(input)),
+            Exec::Interpreter(engine) => engine.set_input(to_regorus(input)),
+        }
         let value = if self.defined.contains(&rule) {
             self.run(&query)?
         } else {

@@ -188,3 +188,52 @@ violations := {"CreateContainerRequest": {"from_the_violations_rule"}}
         .unwrap()
         .is_allowed());
 }
+
+/// regorus 0.14's bytecode VM answers an `else` chain's later branches
+/// with undefined (and under `not` an undefined reads as false: a policy
+/// could fail open), so a policy with `else` runs on the interpreter; these
+/// decisions are OPA's.
+#[test]
+fn else_chains_and_other_constructs_decide_as_opa_does() {
+    let rego = r#"package agent_policy
+import rego.v1
+status := s if { s := input.a } else := s if { s := input.b }
+CreateSandboxRequest if status == "ok"
+untrusted := false if { input.trusted == true } else := true
+StartContainerRequest if not untrusted
+x := input.sub
+WaitProcessRequest if x["k.y"] == "ok"
+"#;
+    let mut p = AgentPolicy::new("p", rego, None).unwrap();
+    let allowed = |p: &mut AgentPolicy, r, v| p.evaluate(r, &v).unwrap().is_allowed();
+    assert!(allowed(&mut p, Request::CreateSandbox, json!({"a": "ok"})));
+    assert!(allowed(&mut p, Request::CreateSandbox, json!({"b": "ok"})));
+    assert!(!allowed(&mut p, Request::CreateSandbox, json!({"b": "no"})));
+    assert!(allowed(
+        &mut p,
+        Request::StartContainer,
+        json!({"trusted": true})
+    ));
+    assert!(!allowed(
+        &mut p,
+        Request::StartContainer,
+        json!({"trusted": false})
+    ));
+    assert!(allowed(
+        &mut p,
+        Request::WaitProcess,
+        json!({"sub": {"k.y": "ok"}})
+    ));
+}
+
+#[test]
+fn only_policies_with_else_leave_the_vm() {
+    assert!(uses_else("x := 1 if input.a\nelse := 2\n"));
+    assert!(uses_else("f(x) := 1 if { x } else := 0"));
+    assert!(!uses_else("# else in a comment\nallow if input.elsewhere"));
+    for s in Shipped::ALL {
+        assert!(!uses_else(s.rego()), "{} would leave the VM", s.name());
+    }
+    let generated = include_str!("../../rego/agent/generated-template.rego");
+    assert!(!uses_else(generated));
+}
