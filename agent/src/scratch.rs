@@ -23,7 +23,7 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 /// The virtio serial the runtime gives the scratch disk.
-pub const SERIAL: &str = "cloister-scratch";
+pub const SERIAL: &str = cloister_protocol::channel::SCRATCH_DISK_SERIAL;
 /// The device-mapper name of the mapping.
 const DM_NAME: &str = "cloister-scratch";
 /// The dm-crypt cipher.

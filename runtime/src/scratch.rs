@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 
 /// The virtio serial the agent looks for.
-pub const SERIAL: &str = "cloister-scratch";
+pub const SERIAL: &str = cloister_protocol::channel::SCRATCH_DISK_SERIAL;
 
 /// The smallest scratch disk (the swap header and some pages).
 pub const MIN_BYTES: u64 = 16 << 20;

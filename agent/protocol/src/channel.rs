@@ -21,6 +21,11 @@ pub const ROOTFS_9P_TAG: &str = "cloister-rootfs";
 /// in the guest).
 pub const AGENT_SECRET_FW_CFG: &str = "opt/cloister/agent-secret";
 
+/// The virtio serial of the encrypted scratch disk (`cloister run
+/// --scratch-disk`): the runtime gives the disk this serial, the agent
+/// finds it by it.
+pub const SCRATCH_DISK_SERIAL: &str = "cloister-scratch";
+
 /// Default vsock port when the host asks for vsock.
 pub const DEFAULT_VSOCK_PORT: u32 = 1024;
 

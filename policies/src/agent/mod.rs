@@ -253,17 +253,15 @@ enum Exec {
     Interpreter(Box<regorus::Engine>),
 }
 
-/// Whether the Rego text has the keyword `else` (outside comments; a string
-/// that holds the word only costs the faster engine). regorus 0.14's VM
-/// answers the later branches of an `else` chain with undefined, and under
-/// `not` an undefined reads as false, so such a policy could fail open: it
-/// runs on the interpreter.
+/// Whether the Rego text has the word `else` anywhere (in a comment or a
+/// string too: that only costs the faster engine, while telling code from
+/// comments here would need the lexer). regorus 0.14's VM answers the
+/// later branches of an `else` chain whose bodies bind the value with
+/// undefined, and under `not` an undefined reads as false, so such a policy
+/// could fail open: it runs on the interpreter.
 fn uses_else(rego: &str) -> bool {
-    rego.lines().any(|line| {
-        let code = line.split('#').next().unwrap_or("");
-        code.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .any(|w| w == "else")
-    })
+    rego.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .any(|w| w == "else")
 }
 
 /// Whether `rule` exists in the compiled policy: regorus answers an absent
