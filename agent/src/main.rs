@@ -160,7 +160,10 @@ async fn serve(
     };
     let mut srv = server(agent.clone()).add_listener(listener);
     srv.start().await.context("starting the ttrpc server")?;
-    log!("serving API {API_VERSION} on {channel}");
+    log!(
+        "{} (API {API_VERSION})",
+        cloister_protocol::channel::serving_notice(channel)
+    );
     shutdown_rx.recv().await;
     let _ = srv.shutdown().await;
     Ok(())

@@ -142,6 +142,18 @@ impl Follow {
     }
 }
 
+/// Whether a complete console line says the agent serves on `channel`
+/// ([`cloister_protocol::channel::serving_notice`]), and not on a longer
+/// port number that merely starts with the same digits.
+pub fn says_serving(console: &str, channel: cloister_protocol::Channel) -> bool {
+    let notice = cloister_protocol::channel::serving_notice(channel);
+    let complete = console.rfind('\n').map_or("", |end| &console[..end]);
+    complete.lines().any(|line| {
+        line.match_indices(&notice)
+            .any(|(at, _)| !line[at + notice.len()..].starts_with(|c: char| c.is_ascii_digit()))
+    })
+}
+
 /// Reads the console log (lossily; missing file = empty).
 pub fn read(path: &Path) -> String {
     std::fs::read(path)
@@ -152,6 +164,22 @@ pub fn read(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn serving_needs_the_whole_line_and_the_exact_port() {
+        let ch = cloister_protocol::Channel::Vsock { port: 1024 };
+        let line = "[    3.12] cloister-agent: serving on vsock:1024 (API 1.3)\r\n";
+        assert!(says_serving(line, ch));
+        assert!(says_serving(&format!("SeaBIOS\r\n{line}more"), ch));
+        // Not yet: the line is still being written.
+        assert!(!says_serving("cloister-agent: serving on vsock:1024", ch));
+        assert!(!says_serving(
+            "cloister-agent: serving on vsock:10240\n",
+            ch
+        ));
+        assert!(!says_serving("cloister-agent: starting\n", ch));
+        assert!(!says_serving(line, cloister_protocol::Channel::Serial));
+    }
 
     const PANIC: &str = "\u{1b}c\u{1b}[?7l\u{1b}[2JSeaBIOS\r\n[    2.1] Run /nope as init process\r\n\
         [    2.2] Kernel panic - not syncing: No working init found.  Try passing init= option to kernel.\r\n\

@@ -22,10 +22,35 @@ use crate::scratch::ScratchDisk;
 use crate::state::{self, files, Metadata, StateDir, StateError};
 use crate::vhost_user::VsockBackend;
 use cloister_protocol::auth::Secret;
+use cloister_protocol::Channel;
 
 /// How long one Check over a vsock connection may go unanswered before the
 /// runtime connects again (a booted agent answers in milliseconds).
 const VSOCK_CHECK_TRY: Duration = Duration::from_secs(8);
+
+/// How often the console is read while waiting for the agent's
+/// [`cloister_protocol::channel::SERVING_NOTICE`].
+const CONSOLE_POLL: Duration = Duration::from_millis(50);
+
+/// Waits until the console says the agent serves on `channel`, or fails with
+/// a timeout at `deadline`.
+async fn wait_for_serving(
+    console: &std::path::Path,
+    channel: Channel,
+    deadline: Instant,
+) -> Result<(), AgentError> {
+    let started = Instant::now();
+    while !console::says_serving(&console::read(console), channel) {
+        if Instant::now() >= deadline {
+            return Err(AgentError::Timeout {
+                what: "its console line saying it serves",
+                after: started.elapsed(),
+            });
+        }
+        tokio::time::sleep(CONSOLE_POLL).await;
+    }
+    Ok(())
+}
 
 /// How many lines of the vhost-user vsock backend's log a timeout shows.
 const BACKEND_LOG_TAIL: usize = 4;
@@ -466,16 +491,21 @@ impl<V: VmHandle> Sandbox<V> {
         let console = self.vm.console_log().to_path_buf();
         let secret = self.secret.clone();
         // On vsock a connection exists only once the agent listens, so a
-        // Check that goes unanswered means a connection lost on the way (a
-        // vhost-user backend that took it while the guest's driver was
-        // still coming up): drop it and connect again. A serial port
-        // connects at once and its bytes wait for the agent, so there one
-        // Check waits for the whole boot.
+        // Check that goes unanswered means a connection lost on the way:
+        // drop it and connect again. A serial port connects at once and its
+        // bytes wait for the agent, so there one Check waits for the whole
+        // boot.
         let per_try = match transport {
             AgentTransport::Serial { .. } => None,
             _ => Some(VSOCK_CHECK_TRY),
         };
         let ready = async {
+            if let AgentTransport::VhostUserVsock { port, .. } = &transport {
+                // No connection through the backend before the guest's
+                // driver is up (see `SERVING_NOTICE`): one that lands while
+                // QEMU is still starting the device kills the backend.
+                wait_for_serving(&console, Channel::Vsock { port: *port }, deadline).await?;
+            }
             loop {
                 let client =
                     AgentClient::connect_authenticated(&transport, deadline, Some(&secret))
@@ -625,5 +655,35 @@ mod tests {
             ["vhost-device-vsock: only"]
         );
         assert!(super::backend_log_tail("", 4).is_empty());
+    }
+
+    /// The first vhost-user connection waits for the agent's console line:
+    /// before it, nothing; with it, at once; without it, a timeout.
+    #[tokio::test]
+    async fn the_first_vhost_user_connect_waits_for_the_serving_line() {
+        use std::time::{Duration, Instant};
+        let dir = tempfile::tempdir().unwrap();
+        let console = dir.path().join("console.log");
+        let ch = cloister_protocol::Channel::Vsock { port: 1024 };
+        std::fs::write(&console, "cloister-agent: starting\n").unwrap();
+        let soon = Instant::now() + Duration::from_millis(300);
+        let e = super::wait_for_serving(&console, ch, soon)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("serves"), "{e}");
+        let writer = {
+            let console = console.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let line = cloister_protocol::channel::serving_notice(ch);
+                std::fs::write(&console, format!("x\ncloister-agent: {line} (API 1.3)\n")).unwrap();
+            })
+        };
+        let t0 = Instant::now();
+        super::wait_for_serving(&console, ch, t0 + Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert!(t0.elapsed() >= Duration::from_millis(200));
+        writer.await.unwrap();
     }
 }

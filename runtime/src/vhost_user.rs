@@ -107,6 +107,11 @@ impl VsockBackend {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file);
+        if std::env::var_os("RUST_LOG").is_none() {
+            // Its warnings go to the log a timeout shows; it logs nothing
+            // without this.
+            cmd.env("RUST_LOG", "warn");
+        }
         crate::sys::kill_child_with_parent(&mut cmd);
         let child = cmd.spawn().map_err(|source| VhostUserError::Spawn {
             path: binary.to_path_buf(),

@@ -26,6 +26,20 @@ pub const AGENT_SECRET_FW_CFG: &str = "opt/cloister/agent-secret";
 /// finds it by it.
 pub const SCRATCH_DISK_SERIAL: &str = "cloister-scratch";
 
+/// The words the agent prints on its console once it listens on a channel,
+/// followed by the channel (`serving on vsock:1024`). The host waits for them
+/// before its first connection through a vhost-user vsock backend:
+/// vhost-device-vsock 0.3.0 loses its worker thread, and with it the device
+/// for the VM's life, when a host connection arrives after QEMU handed it the
+/// guest memory but before the guest's driver made the queues ready. The line
+/// only times the first connect; the host trusts nothing in it.
+pub const SERVING_NOTICE: &str = "serving on ";
+
+/// [`SERVING_NOTICE`] for `channel`, as the agent prints it.
+pub fn serving_notice(channel: Channel) -> String {
+    format!("{SERVING_NOTICE}{channel}")
+}
+
 /// Default vsock port when the host asks for vsock.
 pub const DEFAULT_VSOCK_PORT: u32 = 1024;
 
