@@ -6,10 +6,28 @@ export CLOISTER_CACHE_DIR CARGO_TARGET_DIR
 : "${CLOISTER_BIN:=$CARGO_TARGET_DIR/debug/cloister}"
 AGENT_BIN="$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/cloister-agent"
 
+# The target dir is shared by every clone on the machine, but cargo's
+# freshness check does not see a clone at another path with the same
+# sources: it would reuse test binaries whose compiled-in paths
+# (env!("CARGO_MANIFEST_DIR")) name the other clone, gone or stale. When the
+# clone using the target dir changes, the workspace's own files are touched,
+# so its crates rebuild (dependencies stay built).
+claim_target_dir() {
+    local here mark
+    here=$(pwd -P)
+    mark="$CARGO_TARGET_DIR/.cloister-clone"
+    if [ "$(cat "$mark" 2>/dev/null)" != "$here" ]; then
+        git ls-files -z 2>/dev/null | xargs -0 -r touch --no-create || true
+        mkdir -p "$CARGO_TARGET_DIR"
+        printf '%s\n' "$here" >"$mark"
+    fi
+}
+
 # Builds the static guest agent, the CLI, and the guest assets (a no-op when
 # up to date).
 # Stops at the first failure: assets built by a stale CLI would hide it.
 build_all() {
+    claim_target_dir
     CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static" \
         cargo build --release -p cloister-agent --target x86_64-unknown-linux-gnu &&
         cargo build -p cloister-cli &&
