@@ -318,10 +318,15 @@ pub fn render(
         let digest = digests
             .get(&c.image)
             .ok_or_else(|| GenError::NoDigest(c.image.clone()))?;
-        let mut caps_drop = c.caps_drop.clone();
-        if caps_drop.iter().any(|d| d == "ALL") {
-            caps_drop = DEFAULT_CAPS.iter().map(|s| (*s).to_owned()).collect();
-        }
+        // The capabilities it may hold: the default set less its drops
+        // (`ALL` drops the whole default set), plus its adds.
+        let drops_all = c.caps_drop.iter().any(|d| d == "ALL");
+        let capabilities: BTreeSet<&str> = DEFAULT_CAPS
+            .iter()
+            .copied()
+            .filter(|cap| !drops_all && !c.caps_drop.iter().any(|d| d == cap))
+            .chain(c.caps_add.iter().map(String::as_str))
+            .collect();
         let args: Vec<String> = c
             .command
             .iter()
@@ -329,19 +334,24 @@ pub fn render(
             .chain(c.args.iter())
             .cloned()
             .collect();
+        let volumes: serde_json::Map<String, Value> = c
+            .mounts
+            .iter()
+            .map(|(path, ro)| (path.clone(), Value::Bool(*ro)))
+            .collect();
         containers.push(json!({
             "name": c.name,
             "image": format!("{}@{digest}", repository(&c.image)),
+            "digest": digest,
             "pin_command": c.command.is_some(),
             "args": args,
             "env": c.env,
             "env_any": c.env_any,
-            "mounts": c.mounts.iter().map(|(p, ro)| json!({"path": p, "readonly": ro})).collect::<Vec<_>>(),
+            "volumes": volumes,
             "run_as_user": c.run_as_user,
             "read_only_root": c.read_only_root,
             "no_new_privileges": c.no_new_privileges,
-            "caps_add": c.caps_add,
-            "caps_drop": caps_drop,
+            "capabilities": capabilities,
         }));
     }
     // Pretty: regorus refuses lines over 1024 columns.
@@ -350,7 +360,8 @@ pub fn render(
     Ok(format!("{TEMPLATE}\npolicy_data := {data}\n"))
 }
 
-/// The capabilities `drop: [ALL]` removes.
+/// The default capability set a container gets (containerd's); `drop: [ALL]`
+/// removes all of it.
 const DEFAULT_CAPS: &[&str] = &[
     "CAP_CHOWN",
     "CAP_DAC_OVERRIDE",

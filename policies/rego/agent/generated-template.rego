@@ -22,11 +22,9 @@ default PullImageRequest := false
 
 kernel_fs_types := {"proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2"}
 
-default_capabilities := {
-	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD",
-	"CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
-	"CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
-}
+bind_options := {"bind", "rbind"}
+
+required_namespaces := {"pid", "ipc", "uts", "mount"}
 
 runtime_env := {"PATH", "HOME", "HOSTNAME", "TERM"}
 
@@ -36,15 +34,27 @@ digest_of(ref) := d if {
 	d := parts[1]
 }
 
-pinned_images := {digest_of(c.image) | some c in policy_data.containers}
+pinned_images := {c.digest | some c in policy_data.containers}
 
 PullImageRequest if digest_of(input.image) in pinned_images
 
-candidates := [c |
-	some c in policy_data.containers
-	input.rootfs.kind == "IMAGE"
-	digest_of(input.rootfs.source) == digest_of(c.image)
-]
+# What the request asks for, read once per request. Kata serialises absent
+# OCI fields as null: null reads as empty.
+rootfs_digest := digest_of(input.rootfs.source) if input.rootfs.kind == "IMAGE"
+
+process := as_obj(object.get(input.OCI, "Process", {}))
+
+request_args := object.get(process, "Args", [])
+
+request_env := as_arr(object.get(process, "Env", []))
+
+request_mounts := as_arr(object.get(input.OCI, "Mounts", []))
+
+request_caps := as_obj(object.get(process, "Capabilities", {}))
+
+request_namespaces := {n.Type | some n in as_arr(object.get(as_obj(object.get(input.OCI, "Linux", {})), "Namespaces", []))}
+
+candidates := [c | some c in policy_data.containers; c.digest == rootfs_digest]
 
 # One evaluation decides and, on a denial, names the failed checks (the
 # engine then needs no second run of `violations`): allowed when nothing
@@ -54,8 +64,6 @@ CreateContainerRequest := {"allowed": count(passing) > 0, "violations": failed} 
 	passing := [1 | count(common_violations) == 0; some v in per_container; count(v) == 0]
 	failed := common_violations | {msg | some v in per_container; some msg in v}
 }
-
-process := as_obj(object.get(input.OCI, "Process", {}))
 
 common_violations contains msg if {
 	count(candidates) == 0
@@ -69,8 +77,7 @@ common_violations contains msg if {
 }
 
 common_violations contains msg if {
-	some ns in {"pid", "ipc", "uts", "mount"}
-	not ns in {n.Type | some n in as_arr(object.get(as_obj(object.get(input.OCI, "Linux", {})), "Namespaces", []))}
+	some ns in required_namespaces - request_namespaces
 	msg := sprintf("required_namespaces: the %v namespace is missing", [ns])
 }
 
@@ -78,79 +85,75 @@ container_violations(c) := (command_violations(c) | env_violations(c)) | (mount_
 
 command_violations(c) := {msg |
 	c.pin_command
-	object.get(process, "Args", []) != c.args
-	msg := sprintf("pinned_command: container %v runs %v, the policy pins %v", [c.name, object.get(process, "Args", []), c.args])
+	request_args != c.args
+	msg := sprintf("pinned_command: container %v runs %v, the policy pins %v", [c.name, request_args, c.args])
 }
 
 env_violations(c) := {msg |
-	some e in as_arr(object.get(process, "Env", []))
-	not env_allowed(c, e)
+	some e in request_env
+	not e in c.env
+	not env_name_allowed(c, split(e, "=")[0])
 	msg := sprintf("pinned_env: container %v: %v is not in the pod's env", [c.name, e])
 }
 
-env_allowed(c, e) if e in c.env
+env_name_allowed(c, name) if name in c.env_any
 
-env_allowed(c, e) if split(e, "=")[0] in c.env_any
+env_name_allowed(_, name) if name in runtime_env
 
-env_allowed(_, e) if split(e, "=")[0] in runtime_env
-
-env_allowed(_, e) if {
+env_name_allowed(_, name) if {
 	# Kubernetes service variables: X_SERVICE_HOST, X_SERVICE_PORT[_NAME],
 	# X_PORT, X_PORT_<n>_<PROTO>[_PROTO|_PORT|_ADDR].
-	name := split(e, "=")[0]
 	upper(name) == name
 	some suffix in ["_SERVICE_HOST", "_SERVICE_PORT", "_PORT"]
 	endswith(name, suffix)
 }
 
-env_allowed(_, e) if {
-	name := split(e, "=")[0]
+env_name_allowed(_, name) if {
 	upper(name) == name
 	some infix in ["_SERVICE_PORT_", "_PORT_"]
 	contains(name, infix)
 }
 
-is_bind(m) if m.type_ == "bind"
-
-is_bind(m) if {
-	some o in as_arr(object.get(m, "options", []))
-	o in {"bind", "rbind"}
+# A kernel filesystem that is no bind in disguise is fine for every
+# container (checked once per request); every other mount must be one of
+# the container's volumes.
+kernel_mount(m) if {
+	m.type_ in kernel_fs_types
+	not bind_option(m)
 }
 
+bind_option(m) if {
+	options := object.get(m, "options", [])
+	is_array(options)
+	some o in options
+	o in bind_options
+}
+
+volume_mounts := [m | some m in request_mounts; not kernel_mount(m)]
+
 mount_violations(c) := {msg |
-	some m in as_arr(object.get(input.OCI, "Mounts", []))
-	not mount_allowed(c, m)
+	some m in volume_mounts
+	not volume_allowed(c, m)
 	msg := sprintf("pinned_mounts: container %v: mount of %v at %v is not one of the pod's volumes", [c.name, m.source, m.destination])
 }
 
-mount_allowed(_, m) if {
-	not is_bind(m)
-	m.type_ in kernel_fs_types
+# c.volumes maps each volume's mount path to whether it is read-only.
+volume_allowed(c, m) if c.volumes[m.destination] == false
+
+volume_allowed(c, m) if {
+	c.volumes[m.destination] == true
+	options := object.get(m, "options", [])
+	is_array(options)
+	"ro" in options
 }
 
-mount_allowed(c, m) if {
-	some v in c.mounts
-	v.path == m.destination
-	v.readonly == false
-}
-
-mount_allowed(c, m) if {
-	some v in c.mounts
-	v.path == m.destination
-	v.readonly == true
-	"ro" in as_arr(object.get(m, "options", []))
-}
-
-# The capabilities a container may hold: the default set less its drops,
-# plus its adds (computed once per container, not once per capability).
-allowed_caps(c) := (default_capabilities - {x | some x in c.caps_drop}) | {x | some x in c.caps_add}
-
+# c.capabilities: the default set less the container's drops, plus its adds
+# (worked out by the generator).
 security_violations(c) := {msg |
-	caps := as_obj(object.get(process, "Capabilities", {}))
-	allowed := allowed_caps(c)
-	some set_name, list in caps
-	some cap in as_arr(list)
-	not cap in allowed
+	some set_name, list in request_caps
+	is_array(list)
+	some cap in list
+	not cap in c.capabilities
 	msg := sprintf("pinned_security_context: container %v: %v in %v is not allowed", [c.name, cap, set_name])
 } | {msg |
 	c.run_as_user != null

@@ -141,3 +141,234 @@ fn generated_policy_is_small() {
     let rego = render(&parse(POD3).unwrap(), &digests()).unwrap();
     assert!(rego.len() < 12 * 1024, "{} bytes", rego.len());
 }
+
+/// The web container's request that the generated policy allows, as the
+/// runtime sends it (the benchmark's input).
+fn web_spec() -> serde_json::Value {
+    json!({
+        "ociVersion": "1.1.0",
+        "process": {"args": ["/usr/bin/web", "--port", "8080"],
+                    "env": ["PATH=/bin", "MODE=production", "TOKEN=abc", "HOSTNAME=shop"], "cwd": "/",
+                    "user": {"uid": 1000, "gid": 0}, "noNewPrivileges": true,
+                    "capabilities": {"bounding": ["CAP_NET_BIND_SERVICE"], "effective": ["CAP_NET_BIND_SERVICE"]}},
+        "root": {"path": "rootfs", "readonly": true},
+        "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"},
+                   {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid"]},
+                   {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["ro"]},
+                   {"destination": "/var/cache/web", "type": "bind", "source": "/run/v/cache", "options": ["rbind"]},
+                   {"destination": "/etc/shop", "type": "bind", "source": "/run/v/config", "options": ["rbind", "ro"]}],
+        "linux": {"namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}]}
+    })
+}
+
+/// Every check of the generated policy, each with a request that passes it
+/// and one that fails it: the decision and the rule a denial names.
+#[test]
+fn generated_policy_case_table() {
+    let d = digests();
+    let rego = render(&parse(POD3).unwrap(), &d).unwrap();
+    let mut p = AgentPolicy::new("gen", &rego, None).unwrap();
+    let web = format!(
+        "127.0.0.1:5000/shop/web@{}",
+        d["127.0.0.1:5000/shop/web:2.1"]
+    );
+    type Edit = fn(&mut serde_json::Value);
+    fn env(s: &mut serde_json::Value, e: &str) {
+        s["process"]["env"].as_array_mut().unwrap().push(json!(e));
+    }
+    fn mount(s: &mut serde_json::Value, m: serde_json::Value) {
+        s["mounts"].as_array_mut().unwrap().push(m);
+    }
+    fn cap(s: &mut serde_json::Value, c: &str) {
+        s["process"]["capabilities"]["bounding"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!(c));
+    }
+    // (case, edit of the spec, None = allowed / Some(rule named))
+    let cases: &[(&str, Edit, Option<&str>)] = &[
+        ("as pinned", |_| {}, None),
+        (
+            "another command",
+            |s| s["process"]["args"] = json!(["/bin/sh"]),
+            Some("pinned_command"),
+        ),
+        (
+            "an extra argument",
+            |s| s["process"]["args"] = json!(["/usr/bin/web", "--port", "8080", "-x"]),
+            Some("pinned_command"),
+        ),
+        (
+            "a variable the pod lacks",
+            |s| env(s, "EVIL=1"),
+            Some("pinned_env"),
+        ),
+        (
+            "a pinned variable with another value",
+            |s| env(s, "MODE=debug"),
+            Some("pinned_env"),
+        ),
+        (
+            "a secret-backed variable with any value",
+            |s| env(s, "TOKEN=other"),
+            None,
+        ),
+        ("a runtime variable", |s| env(s, "TERM=xterm"), None),
+        (
+            "a service host variable",
+            |s| env(s, "DB_SERVICE_HOST=10.0.0.9"),
+            None,
+        ),
+        (
+            "a service port address variable",
+            |s| env(s, "DB_PORT_5432_TCP_ADDR=10.0.0.9"),
+            None,
+        ),
+        (
+            "a lower-case service-looking variable",
+            |s| env(s, "db_service_host=x"),
+            Some("pinned_env"),
+        ),
+        ("no env at all", |s| s["process"]["env"] = json!(null), None),
+        (
+            "a bind of / ",
+            |s| {
+                mount(
+                    s,
+                    json!({"destination": "/host", "type": "bind", "source": "/", "options": ["rbind"]}),
+                )
+            },
+            Some("pinned_mounts"),
+        ),
+        (
+            "a kernel fs",
+            |s| {
+                mount(
+                    s,
+                    json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm"}),
+                )
+            },
+            None,
+        ),
+        (
+            "a kernel fs type with bind options",
+            |s| {
+                mount(
+                    s,
+                    json!({"destination": "/x", "type": "tmpfs", "source": "/", "options": ["bind"]}),
+                )
+            },
+            Some("pinned_mounts"),
+        ),
+        (
+            "a read-only volume mounted writable",
+            |s| s["mounts"][4]["options"] = json!(["rbind"]),
+            Some("pinned_mounts"),
+        ),
+        (
+            "a writable volume mounted read-only",
+            |s| s["mounts"][3]["options"] = json!(["rbind", "ro"]),
+            None,
+        ),
+        (
+            "a mount with null options",
+            |s| {
+                mount(
+                    s,
+                    json!({"destination": "/proc2", "type": "proc", "source": "proc", "options": null}),
+                )
+            },
+            None,
+        ),
+        (
+            "CAP_SYS_ADMIN",
+            |s| cap(s, "CAP_SYS_ADMIN"),
+            Some("pinned_security_context"),
+        ),
+        (
+            "a default capability the pod drops",
+            |s| cap(s, "CAP_CHOWN"),
+            Some("pinned_security_context"),
+        ),
+        (
+            "no capabilities",
+            |s| s["process"]["capabilities"] = json!(null),
+            None,
+        ),
+        (
+            "UID 0",
+            |s| s["process"]["user"]["uid"] = json!(0),
+            Some("pinned_security_context"),
+        ),
+        (
+            "a writable root",
+            |s| s["root"]["readonly"] = json!(false),
+            Some("pinned_security_context"),
+        ),
+        (
+            "new privileges",
+            |s| s["process"]["noNewPrivileges"] = json!(false),
+            Some("pinned_security_context"),
+        ),
+        (
+            "no pid namespace",
+            |s| {
+                s["linux"]["namespaces"] =
+                    json!([{"type": "ipc"}, {"type": "uts"}, {"type": "mount"}])
+            },
+            Some("required_namespaces"),
+        ),
+        (
+            "a prestart hook",
+            |s| s["hooks"] = json!({"prestart": [{"path": "/bin/sh"}]}),
+            Some("no_host_hooks"),
+        ),
+        (
+            "empty hooks",
+            |s| s["hooks"] = json!({"prestart": []}),
+            None,
+        ),
+    ];
+    for (name, edit, want) in cases {
+        let mut spec = web_spec();
+        edit(&mut spec);
+        let req = json!({"container_id": "web", "exec_id": "web", "OCI": input::oci_spec(&spec),
+                         "rootfs": {"kind": "IMAGE", "source": web}});
+        let got = p.evaluate(Request::CreateContainer, &req).unwrap();
+        match (want, &got) {
+            (None, Decision::Allowed) => {}
+            (Some(rule), Decision::Denied { reason }) if reason.contains(rule) => {}
+            _ => panic!("{name}: expected {want:?}, got {got:?}"),
+        }
+    }
+    // The rootfs: the image must be one the pod pins, by digest, as an image.
+    for (rootfs, want) in [
+        (json!({"kind": "IMAGE", "source": web}), None),
+        (
+            json!({"kind": "IMAGE", "source": "127.0.0.1:5000/shop/web:2.1"}),
+            Some("pinned_image_digest"),
+        ),
+        (
+            json!({"kind": "IMAGE", "source": format!("127.0.0.1:5000/shop/web@sha256:{}", "e".repeat(64))}),
+            Some("pinned_image_digest"),
+        ),
+        (
+            json!({"kind": "BLOCK", "source": "/dev/vda"}),
+            Some("pinned_image_digest"),
+        ),
+        // The sidecar's image with the web container's command.
+        (
+            json!({"kind": "IMAGE", "source": format!("127.0.0.1:5000/shop/sidecar@sha256:{}", "1".repeat(64))}),
+            Some("pinned_command"),
+        ),
+    ] {
+        let req = json!({"container_id": "web", "exec_id": "web", "OCI": input::oci_spec(&web_spec()),
+                         "rootfs": rootfs});
+        let got = p.evaluate(Request::CreateContainer, &req).unwrap();
+        match (want, &got) {
+            (None, Decision::Allowed) => {}
+            (Some(rule), Decision::Denied { reason }) if reason.contains(rule) => {}
+            _ => panic!("rootfs {rootfs}: expected {want:?}, got {got:?}"),
+        }
+    }
+}
