@@ -174,7 +174,7 @@ impl Verifier {
     }
 
     /// Register (or replace) the verifier for a TEE kind.
-    pub fn with_backend(mut self, tee: Tee, v: Arc<dyn EvidenceVerifier>) -> Self {
+    pub fn with_verifier(mut self, tee: Tee, v: Arc<dyn EvidenceVerifier>) -> Self {
         self.backends.insert(tee, v);
         self
     }

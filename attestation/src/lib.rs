@@ -15,7 +15,7 @@
 //! does not fetch collateral from the network.
 
 pub mod appraisal;
-pub mod backends;
+pub mod verifiers;
 pub mod cca;
 pub mod ear;
 pub mod refvals;

@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use cloister_attestation::backends::{SnpBackend, TdxBackend};
+use cloister_attestation::verifiers::{SnpEvidenceVerifier, TdxEvidenceVerifier};
 use cloister_attestation::cca::{
     self, Collection, SigAlg, SigningKey, TokenSpec, TrustAnchor, TrustAnchorStore,
 };
@@ -87,7 +87,7 @@ fn snp_subject() -> Subject {
     let dir = unique_dir("snp");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("vcek.der"), td("snp", "virtee-sev-vcek_milan.der")).unwrap();
-    let backend = SnpBackend::new(Some(&dir)).unwrap();
+    let backend = SnpEvidenceVerifier::new(Some(&dir)).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
     let report = td("snp", "virtee-sev-report_milan.bin");
     let rd = ReportData::from_padded(&report[0x50..0x90]).unwrap();
@@ -96,7 +96,7 @@ fn snp_subject() -> Subject {
         tee: Tee::Snp,
         verifier: Verifier::new(VerifierConfig::default())
             .unwrap()
-            .with_backend(Tee::Snp, Arc::new(backend)),
+            .with_verifier(Tee::Snp, Arc::new(backend)),
         evidence: report,
         report_data: rd,
         // MEASUREMENT (0x90..0xC0), inside the signed body.
@@ -113,7 +113,7 @@ fn tdx_subject() -> Subject {
         td("tdx", "dcap-qvl-tdx_quote_collateral.json"),
     )
     .unwrap();
-    let backend = TdxBackend::new(Some(&dir)).unwrap();
+    let backend = TdxEvidenceVerifier::new(Some(&dir)).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
     let quote = td("tdx", "dcap-qvl-tdx_quote");
     let q = cloister_attestation::tdx::Quote::parse(&quote).unwrap();
@@ -122,7 +122,7 @@ fn tdx_subject() -> Subject {
         tee: Tee::Tdx,
         verifier: Verifier::new(VerifierConfig::default())
             .unwrap()
-            .with_backend(Tee::Tdx, Arc::new(backend)),
+            .with_verifier(Tee::Tdx, Arc::new(backend)),
         evidence: quote,
         report_data: ReportData(q.report_data),
         // MRTD in the TD report body (header 48 + 136), signed by the quote.

@@ -9,7 +9,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use cloister_attestation::backends::{SnpBackend, TdxBackend};
+use cloister_attestation::verifiers::{SnpEvidenceVerifier, TdxEvidenceVerifier};
 use cloister_attestation::{ReportData, Tee, Verifier, VerifierConfig};
 use libfuzzer_sys::fuzz_target;
 
@@ -19,12 +19,12 @@ const NOW: i64 = 1_748_736_000;
 fn verifier() -> &'static Verifier {
     static V: OnceLock<Verifier> = OnceLock::new();
     V.get_or_init(|| {
-        let snp = SnpBackend::new(None).expect("built-in AMD roots parse");
-        let tdx = TdxBackend::new(None).expect("Intel root parses");
+        let snp = SnpEvidenceVerifier::new(None).expect("built-in AMD roots parse");
+        let tdx = TdxEvidenceVerifier::new(None).expect("Intel root parses");
         Verifier::new(VerifierConfig::default())
             .expect("shipped appraisal policy compiles")
-            .with_backend(Tee::Snp, Arc::new(snp))
-            .with_backend(Tee::Tdx, Arc::new(tdx))
+            .with_verifier(Tee::Snp, Arc::new(snp))
+            .with_verifier(Tee::Tdx, Arc::new(tdx))
     })
 }
 
@@ -34,6 +34,6 @@ fuzz_target!(|data: &[u8]| {
     };
     let tee = if sel & 1 == 0 { Tee::Snp } else { Tee::Tdx };
     let _ = verifier().appraise(tee, json, Some(ReportData([0; 64])), Some(&[0; 32]), NOW);
-    let _ = cloister_attestation::backends::unwrap_tdx_evidence(json);
+    let _ = cloister_attestation::verifiers::unwrap_tdx_evidence(json);
     let _ = cloister_attestation::snp::from_trustee_json(json);
 });

@@ -17,7 +17,7 @@ use axum::{Extension, Json, Router};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine;
 use cloister_attestation::appraisal::Status;
-use cloister_attestation::backends::{SnpBackend, TdxBackend};
+use cloister_attestation::verifiers::{SnpEvidenceVerifier, TdxEvidenceVerifier};
 use cloister_attestation::cca::TrustAnchorStore;
 use cloister_attestation::ear::{EarIssuer, Submod};
 use cloister_attestation::{
@@ -97,11 +97,11 @@ fn build_verifier(
         policy: t.policy.clone(),
     })
     .map_err(|e| format!("attestation policy: {e}"))?;
-    let snp = SnpBackend::new(collateral_dir).map_err(|e| format!("SNP verifier: {e}"))?;
-    let tdx = TdxBackend::new(collateral_dir).map_err(|e| format!("TDX verifier: {e}"))?;
+    let snp = SnpEvidenceVerifier::new(collateral_dir).map_err(|e| format!("SNP verifier: {e}"))?;
+    let tdx = TdxEvidenceVerifier::new(collateral_dir).map_err(|e| format!("TDX verifier: {e}"))?;
     Ok(verifier
-        .with_backend(VTee::Snp, Arc::new(snp))
-        .with_backend(VTee::Tdx, Arc::new(tdx)))
+        .with_verifier(VTee::Snp, Arc::new(snp))
+        .with_verifier(VTee::Tdx, Arc::new(tdx)))
 }
 
 fn now_secs() -> i64 {

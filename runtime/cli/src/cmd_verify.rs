@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Args;
-use cloister_attestation::backends::{SnpBackend, TdxBackend};
+use cloister_attestation::verifiers::{SnpEvidenceVerifier, TdxEvidenceVerifier};
 use cloister_attestation::cca::TrustAnchorStore;
 use cloister_attestation::ear::{EarIssuer, Submod};
 use cloister_attestation::{ReferenceValues, ReportData, Status, Tee, Verifier, VerifierConfig};
@@ -124,24 +124,24 @@ fn prepare_and_appraise(a: &VerifyArgs) -> anyhow::Result<Status> {
     }
     let mut verifier = Verifier::new(cfg)?;
     if a.tee == Tee::Snp {
-        let backend = SnpBackend::new(a.collateral.as_deref())?;
+        let backend = SnpEvidenceVerifier::new(a.collateral.as_deref())?;
         for (p, why) in &backend.skipped {
             eprintln!("note: collateral: skipped {}: {why}", p.display());
         }
-        verifier = verifier.with_backend(Tee::Snp, Arc::new(backend));
+        verifier = verifier.with_verifier(Tee::Snp, Arc::new(backend));
     }
     if a.event_log.is_some() && a.tee != Tee::Tdx {
         anyhow::bail!("--event-log applies to --tee tdx only");
     }
     if a.tee == Tee::Tdx {
-        let mut backend = TdxBackend::new(a.collateral.as_deref())?;
+        let mut backend = TdxEvidenceVerifier::new(a.collateral.as_deref())?;
         for (p, why) in backend.collateral.skipped() {
             eprintln!("note: collateral: skipped {}: {why}", p.display());
         }
         if let Some(p) = &a.event_log {
             backend = backend.with_event_log(read(p, "event log")?);
         }
-        verifier = verifier.with_backend(Tee::Tdx, Arc::new(backend));
+        verifier = verifier.with_verifier(Tee::Tdx, Arc::new(backend));
     }
     let evidence = read(&a.evidence, "evidence")?;
     let appraisal = verifier.appraise(a.tee, &evidence, nonce, init.as_deref(), now)?;

@@ -1,10 +1,10 @@
-//! `SnpBackend` with a collateral directory that also holds unrelated files
+//! `SnpEvidenceVerifier` with a collateral directory that also holds unrelated files
 //! (vectors: testdata/snp/SOURCES.md, virtee Milan report + VCEK).
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
 
-use cloister_attestation::backends::SnpBackend;
+use cloister_attestation::verifiers::SnpEvidenceVerifier;
 use cloister_attestation::{Tee, Verifier, VerifierConfig};
 
 fn td(dir: &str, name: &str) -> Vec<u8> {
@@ -35,7 +35,7 @@ fn collateral_dir_takes_certificates_and_skips_the_rest() {
     )
     .unwrap();
     std::fs::write(dir.join("junk.der"), b"not DER").unwrap();
-    let backend = SnpBackend::new(Some(&dir)).unwrap();
+    let backend = SnpEvidenceVerifier::new(Some(&dir)).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(backend.certs.len(), 1);
     let mut skipped: Vec<String> = backend
@@ -48,7 +48,7 @@ fn collateral_dir_takes_certificates_and_skips_the_rest() {
 
     let v = Verifier::new(VerifierConfig::default())
         .unwrap()
-        .with_backend(Tee::Snp, Arc::new(backend));
+        .with_verifier(Tee::Snp, Arc::new(backend));
     let report = td("snp", "virtee-sev-report_milan.bin");
     let a = v
         .appraise(Tee::Snp, &report, None, None, JUNE_2025)
@@ -69,14 +69,14 @@ fn backend_with(certs: &[&str], rv: &str) -> Verifier {
     for c in certs {
         std::fs::write(dir.join(c), td("snp", c)).unwrap();
     }
-    let backend = SnpBackend::new(Some(&dir)).unwrap();
+    let backend = SnpEvidenceVerifier::new(Some(&dir)).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
     Verifier::new(VerifierConfig {
         reference_values: cloister_attestation::ReferenceValues::parse(rv).unwrap(),
         ..Default::default()
     })
     .unwrap()
-    .with_backend(Tee::Snp, Arc::new(backend))
+    .with_verifier(Tee::Snp, Arc::new(backend))
 }
 
 #[test]

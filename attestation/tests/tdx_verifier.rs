@@ -1,11 +1,11 @@
-//! `TdxBackend` through the `Verifier`: the dcap-qvl TDX vectors (provenance
+//! `TdxEvidenceVerifier` through the `Verifier`: the dcap-qvl TDX vectors (provenance
 //! in testdata/tdx/SOURCES.md) appraised with collateral from a directory.
 #![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use cloister_attestation::backends::TdxBackend;
+use cloister_attestation::verifiers::TdxEvidenceVerifier;
 use cloister_attestation::{
     Category, ReferenceValues, ReportData, Status, Tee, Verifier, VerifierConfig,
 };
@@ -37,7 +37,7 @@ fn collateral_dir(tag: &str) -> PathBuf {
 
 fn verifier(tag: &str, mr_td: &str) -> Verifier {
     let dir = collateral_dir(tag);
-    let backend = TdxBackend::new(Some(&dir)).unwrap();
+    let backend = TdxEvidenceVerifier::new(Some(&dir)).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
     let rv = full_rv(mr_td);
     Verifier::new(VerifierConfig {
@@ -45,7 +45,7 @@ fn verifier(tag: &str, mr_td: &str) -> Verifier {
         ..Default::default()
     })
     .unwrap()
-    .with_backend(Tee::Tdx, Arc::new(backend))
+    .with_verifier(Tee::Tdx, Arc::new(backend))
 }
 
 /// Reference values that identify the quote's launch: MRTD (as given) and
@@ -63,7 +63,7 @@ fn full_rv(mr_td: &str) -> ReferenceValues {
 #[test]
 fn mrtd_alone_does_not_identify_the_launch() {
     let dir = collateral_dir("mrtd-only");
-    let backend = TdxBackend::new(Some(&dir)).unwrap();
+    let backend = TdxEvidenceVerifier::new(Some(&dir)).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
     let rv =
         ReferenceValues::parse(&format!(r#"{{"named": {{"tdx.mr_td": ["{MR_TD}"]}}}}"#)).unwrap();
@@ -72,7 +72,7 @@ fn mrtd_alone_does_not_identify_the_launch() {
         ..Default::default()
     })
     .unwrap()
-    .with_backend(Tee::Tdx, Arc::new(backend));
+    .with_verifier(Tee::Tdx, Arc::new(backend));
     let a = v
         .appraise(
             Tee::Tdx,
@@ -207,7 +207,7 @@ fn expired_collateral_and_missing_collateral() {
     // No collateral for the quote's platform: unusable input naming the fix.
     let v = Verifier::new(VerifierConfig::default())
         .unwrap()
-        .with_backend(Tee::Tdx, Arc::new(TdxBackend::new(None).unwrap()));
+        .with_verifier(Tee::Tdx, Arc::new(TdxEvidenceVerifier::new(None).unwrap()));
     let e = v
         .appraise(Tee::Tdx, &td("dcap-qvl-tdx_quote"), None, None, NOW_V4)
         .unwrap_err();
@@ -231,13 +231,13 @@ fn event_log_is_replayed_against_the_rtmrs() {
     // OVMF log must mismatch dcap-qvl-tdx_quote's RTMR0..2 (RTMR3 is zero in
     // both); each mismatch names the RTMR, the replayed and the quoted value.
     let dir = collateral_dir("ccel");
-    let backend = TdxBackend::new(Some(&dir))
+    let backend = TdxEvidenceVerifier::new(Some(&dir))
         .unwrap()
         .with_event_log(td("trustee-CCEL_data_ovmf"));
     std::fs::remove_dir_all(&dir).unwrap();
     let v = Verifier::new(VerifierConfig::default())
         .unwrap()
-        .with_backend(Tee::Tdx, Arc::new(backend.clone()));
+        .with_verifier(Tee::Tdx, Arc::new(backend.clone()));
     let quote = td("dcap-qvl-tdx_quote");
     let a = v.appraise(Tee::Tdx, &quote, None, None, NOW_V4).unwrap();
     assert_ne!(a.status, Status::Affirming);
@@ -261,7 +261,7 @@ fn event_log_is_replayed_against_the_rtmrs() {
     junk.truncate(40);
     let v = Verifier::new(VerifierConfig::default())
         .unwrap()
-        .with_backend(Tee::Tdx, Arc::new(backend.with_event_log(junk)));
+        .with_verifier(Tee::Tdx, Arc::new(backend.with_event_log(junk)));
     let e = v
         .appraise(Tee::Tdx, &quote, None, None, NOW_V4)
         .unwrap_err();
@@ -284,7 +284,7 @@ fn collateral_dir_skips_files_that_are_not_collateral() {
     std::fs::write(dir.join("root.der"), td("dcap-qvl-tdx_quote")).unwrap();
     std::fs::write(dir.join("ccel.bin"), td("trustee-CCEL_data_ovmf")).unwrap();
     std::fs::create_dir_all(dir.join("sub.json")).unwrap();
-    let backend = TdxBackend::new(Some(&dir)).unwrap();
+    let backend = TdxEvidenceVerifier::new(Some(&dir)).unwrap();
     assert_eq!(backend.collateral.len(), 2);
     let skipped: Vec<String> = backend
         .collateral
@@ -310,7 +310,7 @@ fn collateral_dir_skips_files_that_are_not_collateral() {
         ..Default::default()
     })
     .unwrap()
-    .with_backend(Tee::Tdx, Arc::new(backend));
+    .with_verifier(Tee::Tdx, Arc::new(backend));
     let a = v
         .appraise(
             Tee::Tdx,
@@ -324,7 +324,7 @@ fn collateral_dir_skips_files_that_are_not_collateral() {
 
     // A file that claims to be collateral but is broken is an error naming it.
     std::fs::write(dir.join("broken.json"), br#"{"tcb_info": "{}"}"#).unwrap();
-    let e = TdxBackend::new(Some(&dir)).unwrap_err().to_string();
+    let e = TdxEvidenceVerifier::new(Some(&dir)).unwrap_err().to_string();
     assert!(e.contains("broken.json"), "{e}");
 
     // Only unrelated files: the missing collateral names what was skipped.
@@ -335,10 +335,10 @@ fn collateral_dir_skips_files_that_are_not_collateral() {
     ] {
         std::fs::remove_file(dir.join(n)).unwrap();
     }
-    let backend = TdxBackend::new(Some(&dir)).unwrap();
+    let backend = TdxEvidenceVerifier::new(Some(&dir)).unwrap();
     let v = Verifier::new(VerifierConfig::default())
         .unwrap()
-        .with_backend(Tee::Tdx, Arc::new(backend));
+        .with_verifier(Tee::Tdx, Arc::new(backend));
     let e = v
         .appraise(Tee::Tdx, &td("dcap-qvl-tdx_quote"), None, None, NOW_V4)
         .unwrap_err()

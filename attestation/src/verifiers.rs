@@ -13,7 +13,7 @@ use crate::{snp, tdx, Category, Check, Error, Tee};
 /// SEV-SNP evidence: a raw attestation report (certificates from the
 /// collateral directory) or Trustee's SNP evidence JSON.
 #[derive(Clone, Debug)]
-pub struct SnpBackend {
+pub struct SnpEvidenceVerifier {
     pub verifier: snp::SnpVerifier,
     /// VCEK/VLEK/ASK/ARK certificates (DER or PEM) used with raw reports.
     pub certs: Vec<Vec<u8>>,
@@ -21,7 +21,7 @@ pub struct SnpBackend {
     pub skipped: Vec<(std::path::PathBuf, String)>,
 }
 
-impl SnpBackend {
+impl SnpEvidenceVerifier {
     /// Built-in AMD roots, plus every `*.der`/`*.pem`/`*.crt`/`*.cert` file
     /// in `dir` that holds X.509 certificates, as endorsement certificates.
     /// Other files (JSON, keys, event logs) are skipped and listed in
@@ -178,7 +178,7 @@ fn claim_category(claim: &str) -> Category {
     }
 }
 
-impl EvidenceVerifier for SnpBackend {
+impl EvidenceVerifier for SnpEvidenceVerifier {
     fn verify(&self, evidence: &[u8], ctx: &VerifyContext<'_>) -> Result<VerifiedEvidence, Error> {
         let unusable = |e: snp::SnpError| Error::Evidence {
             tee: Tee::Snp,
@@ -331,7 +331,7 @@ fn failed_for(tee: Tee, check: Check) -> VerifiedEvidence {
 /// TDX evidence: a raw DCAP quote (v4 or v5), verified against Intel's SGX
 /// root CA with collateral (QuoteCollateralV3 JSON) picked by the quote's FMSPC.
 #[derive(Clone, Debug, Default)]
-pub struct TdxBackend {
+pub struct TdxEvidenceVerifier {
     pub verifier: tdx::TdxVerifier,
     pub collateral: tdx::CollateralStore,
     /// A CCEL (TCG2 event log) to replay against the quote's RTMR0..3
@@ -341,7 +341,7 @@ pub struct TdxBackend {
     pub event_log: Option<Vec<u8>>,
 }
 
-impl TdxBackend {
+impl TdxEvidenceVerifier {
     /// Intel's root CA, plus every `*.json` collateral file in `dir`.
     pub fn new(dir: Option<&Path>) -> Result<Self, Error> {
         let collateral = match dir {
@@ -397,7 +397,7 @@ pub fn unwrap_tdx_evidence(evidence: &[u8]) -> Result<TdxEvidence<'_>, tdx::TdxE
     Ok((std::borrow::Cow::Owned(quote), log))
 }
 
-impl EvidenceVerifier for TdxBackend {
+impl EvidenceVerifier for TdxEvidenceVerifier {
     fn verify(&self, evidence: &[u8], ctx: &VerifyContext<'_>) -> Result<VerifiedEvidence, Error> {
         let unusable = |e: tdx::TdxError| Error::Evidence {
             tee: Tee::Tdx,
