@@ -737,74 +737,83 @@ fn sample_appraisal(evidence: &Value, expected: &[u8; 64]) -> Result<Appraisal, 
     })
 }
 
-async fn attest(
-    State(k): State<Arc<Kbs>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, Problem> {
-    let id = session_cookie(&headers).ok_or_else(|| {
-        Problem::unauthorized(
-            "MissingCookie",
-            format!("no {SESSION_COOKIE} cookie: call /auth first"),
-        )
-    })?;
-    let challenge = k
-        .sessions
-        .take_nonce(&id, now_secs())
-        .map_err(session_problem)?;
-    let (nonce, tee) = (challenge.nonce.clone(), challenge.tee);
-    let tee_name = tee.to_string();
-    let refuse = |p: Problem, outcome: &'static str| {
-        k.metrics.attestation(&tee_name, outcome);
-        p
-    };
-    let body = body.map_err(|r| refuse(body_problem(r), "malformed"))?;
-    let att: Attestation = parse_json("Attestation", &body).map_err(|p| refuse(p, "malformed"))?;
-    if att.runtime_data.nonce != nonce {
-        return Err(refuse(
-            Problem::unauthorized(
-                "NonceMismatch",
-                "runtime-data nonce does not match this session's challenge",
-            ),
-            "refused",
-        ));
+/// A refused `/attest`: the problem the client gets, and the outcome the
+/// metrics count it under (`malformed`, `refused` or `error`).
+#[derive(Debug)]
+pub struct Refusal {
+    /// What the client is answered.
+    pub problem: Problem,
+    /// The metrics outcome.
+    pub outcome: &'static str,
+}
+
+impl Refusal {
+    fn malformed(problem: Problem) -> Self {
+        Self {
+            problem,
+            outcome: "malformed",
+        }
     }
-    check_tee_pubkey(&att.runtime_data.tee_pubkey).map_err(|p| refuse(p, "malformed"))?;
+
+    fn refused(problem: Problem) -> Self {
+        Self {
+            problem,
+            outcome: "refused",
+        }
+    }
+
+    fn error(problem: Problem) -> Self {
+        Self {
+            problem,
+            outcome: "error",
+        }
+    }
+}
+
+/// The decision on one `/attest` body for the session's `challenge` at
+/// `now`, with no I/O and no session change: the body is parsed, bound to
+/// the challenge's nonce and the client's TEE key, appraised, and on
+/// success the signed attestation token comes back. The handler around it
+/// only takes the challenge and stores the token.
+pub fn appraise_attestation(
+    k: &Kbs,
+    challenge: &crate::session::Challenge,
+    body: &[u8],
+    now: i64,
+) -> Result<String, Refusal> {
+    let (nonce, tee) = (&challenge.nonce, challenge.tee);
+    let att: Attestation = parse_json("Attestation", body).map_err(Refusal::malformed)?;
+    if att.runtime_data.nonce != *nonce {
+        return Err(Refusal::refused(Problem::unauthorized(
+            "NonceMismatch",
+            "runtime-data nonce does not match this session's challenge",
+        )));
+    }
+    check_tee_pubkey(&att.runtime_data.tee_pubkey).map_err(Refusal::malformed)?;
     let additional = &att.tee_evidence.additional_evidence;
-    let rd = report_data(&nonce, &att.runtime_data.tee_pubkey, additional).map_err(|e| {
-        refuse(
-            Problem::bad_request("MalformedRequest", e.to_string()),
-            "malformed",
-        )
+    let rd = report_data(nonce, &att.runtime_data.tee_pubkey, additional).map_err(|e| {
+        Refusal::malformed(Problem::bad_request("MalformedRequest", e.to_string()))
     })?;
     let init_digest = match &att.init_data {
         Some(init) => Some(
             init_data_digest(init)
-                .map_err(|e| refuse(Problem::bad_request("BadInitData", e), "malformed"))?,
+                .map_err(|e| Refusal::malformed(Problem::bad_request("BadInitData", e)))?,
         ),
         None => None,
     };
-    let now = now_secs();
     let appraisal = match tee {
         Tee::Sample => sample_appraisal(&att.tee_evidence.primary_evidence, &rd)
-            .map_err(|p| refuse(p, "malformed"))?,
+            .map_err(Refusal::malformed)?,
         other => {
             let vtee = verifier_tee(other).ok_or_else(|| {
-                refuse(
-                    Problem::bad_request(
-                        "UnsupportedTee",
-                        format!("tee {other} is not supported: expected cca, snp or tdx"),
-                    ),
-                    "malformed",
-                )
+                Refusal::malformed(Problem::bad_request(
+                    "UnsupportedTee",
+                    format!("tee {other} is not supported: expected cca, snp or tdx"),
+                ))
             })?;
             let evidence =
-                evidence_bytes(other, &att.tee_evidence.primary_evidence).map_err(|e| {
-                    refuse(
-                        Problem::bad_request("EvidenceMalformed", e.to_string()),
-                        "malformed",
-                    )
-                })?;
+                evidence_bytes(other, &att.tee_evidence.primary_evidence)
+                    .map_err(|e| Refusal::malformed(Problem::bad_request("EvidenceMalformed", e)))?;
             k.verifier()
                 .appraise(
                     vtee,
@@ -814,25 +823,22 @@ async fn attest(
                     now,
                 )
                 .map_err(|e| {
-                    refuse(
-                        Problem::bad_request("EvidenceMalformed", format!("{tee} evidence: {e}")),
-                        "malformed",
-                    )
+                    Refusal::malformed(Problem::bad_request(
+                        "EvidenceMalformed",
+                        format!("{tee} evidence: {e}"),
+                    ))
                 })?
         }
     };
     if matches!(appraisal.status, Status::Contraindicated | Status::None) {
-        return Err(refuse(
-            Problem::unauthorized(
-                "AttestationFailed",
-                format!(
-                    "evidence failed appraisal ({}): {}",
-                    appraisal.status.as_str(),
-                    failures_text(&appraisal.failures)
-                ),
+        return Err(Refusal::refused(Problem::unauthorized(
+            "AttestationFailed",
+            format!(
+                "evidence failed appraisal ({}): {}",
+                appraisal.status.as_str(),
+                failures_text(&appraisal.failures)
             ),
-            "refused",
-        ));
+        )));
     }
     let mut runtime = json!({
         "nonce": nonce,
@@ -854,16 +860,43 @@ async fn attest(
     let mut claims = k
         .issuer
         .claims_json(&[submod], now)
-        .map_err(|e| refuse(Problem::internal(format!("building EAR: {e}")), "error"))?;
+        .map_err(|e| Refusal::error(Problem::internal(format!("building EAR: {e}"))))?;
     if tee == Tee::Sample {
         // Trustee's policies recognise insecure evidence by this key.
         claims["submods"]["cpu0"][cloister_attestation::ear::ANNOTATED_EVIDENCE]["sample"] =
             att.tee_evidence.primary_evidence.clone();
     }
-    let token = k
-        .token_key
+    k.token_key
         .sign(&claims)
-        .map_err(|e| refuse(Problem::internal(format!("signing EAR: {e}")), "error"))?;
+        .map_err(|e| Refusal::error(Problem::internal(format!("signing EAR: {e}"))))
+}
+
+async fn attest(
+    State(k): State<Arc<Kbs>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let id = session_cookie(&headers).ok_or_else(|| {
+        Problem::unauthorized(
+            "MissingCookie",
+            format!("no {SESSION_COOKIE} cookie: call /auth first"),
+        )
+    })?;
+    let challenge = k
+        .sessions
+        .take_nonce(&id, now_secs())
+        .map_err(session_problem)?;
+    let tee_name = challenge.tee.to_string();
+    let decided = body
+        .map_err(|r| Refusal::malformed(body_problem(r)))
+        .and_then(|body| appraise_attestation(&k, &challenge, &body, now_secs()));
+    let token = match decided {
+        Ok(token) => token,
+        Err(refusal) => {
+            k.metrics.attestation(&tee_name, refusal.outcome);
+            return Err(refusal.problem);
+        }
+    };
     // The session keeps the signed token (a few KiB of text), not the
     // parsed claims tree, which is several times larger in memory.
     let value = k
@@ -1195,6 +1228,169 @@ async fn health() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    mod attest_decisions {
+        use super::*;
+        use crate::testing::TestCcaAttester;
+        use cloister_kbs_client::{Attester, TeeKey};
+        use kbs_types::{CompositeEvidence, RuntimeData};
+
+        /// A KBS trusting the test attester's simulated platform, and the
+        /// challenge `/auth` would have given a CCA client.
+        fn kbs(dir: &Path) -> (Arc<Kbs>, crate::session::Challenge) {
+            std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+                .unwrap();
+            let anchors = dir.join("anchors.json");
+            std::fs::write(&anchors, TestCcaAttester::trust_anchors(true)).unwrap();
+            let k = Kbs::open(Config {
+                data_dir: dir.to_owned(),
+                allow_simulated: true,
+                trust_anchors: Some(anchors),
+                ..Config::default()
+            })
+            .unwrap();
+            let (cookie, _) = k.sessions.open(Tee::Cca, now_secs());
+            let challenge = k.sessions.take_nonce(&cookie, now_secs()).unwrap();
+            (k, challenge)
+        }
+
+        /// The body a genuine client sends for `nonce`, with `edit` applied
+        /// to it before the evidence is taken (so the evidence binds the
+        /// edited runtime data).
+        fn body(nonce: &str, edit: impl FnOnce(&mut Attestation)) -> Attestation {
+            let key = TeeKey::generate();
+            let mut att = Attestation {
+                init_data: None,
+                runtime_data: RuntimeData {
+                    nonce: nonce.to_owned(),
+                    tee_pubkey: key.public_jwk(),
+                },
+                tee_evidence: CompositeEvidence {
+                    primary_evidence: Value::Null,
+                    additional_evidence: String::new(),
+                },
+            };
+            edit(&mut att);
+            let rd = report_data(
+                &att.runtime_data.nonce,
+                &att.runtime_data.tee_pubkey,
+                &att.tee_evidence.additional_evidence,
+            )
+            .unwrap();
+            att.tee_evidence.primary_evidence = TestCcaAttester::new().unwrap().evidence(&rd).unwrap();
+            att
+        }
+
+        fn decide(k: &Kbs, c: &crate::session::Challenge, att: &Attestation) -> Result<String, Refusal> {
+            appraise_attestation(k, c, &serde_json::to_vec(att).unwrap(), now_secs())
+        }
+
+        fn refused_as(r: Result<String, Refusal>, kind: &str, outcome: &str, status: u16) {
+            match r {
+                Err(refusal) => {
+                    assert_eq!(refusal.problem.kind, kind, "{:?}", refusal.problem);
+                    assert_eq!(refusal.outcome, outcome, "{:?}", refusal.problem);
+                    assert_eq!(refusal.problem.status.as_u16(), status, "{:?}", refusal.problem);
+                }
+                Ok(_) => panic!("expected {kind}, got a token"),
+            }
+        }
+
+        #[test]
+        fn a_genuine_body_gets_a_token_naming_the_nonce() {
+            let dir = tempfile::tempdir().unwrap();
+            let (k, c) = kbs(dir.path());
+            let token = decide(&k, &c, &body(&c.nonce, |_| {})).unwrap();
+            let claims = k.token_key.verify(&token, now_secs()).unwrap();
+            assert!(claims.to_string().contains(&c.nonce), "{claims}");
+            assert!(claims["submods"]["cpu0"]["ear.status"].is_string(), "{claims}");
+        }
+
+        #[test]
+        fn a_body_that_is_not_an_attestation_is_malformed() {
+            let dir = tempfile::tempdir().unwrap();
+            let (k, c) = kbs(dir.path());
+            refused_as(appraise_attestation(&k, &c, b"{\"tee-evidence\": 1}", now_secs()), "MalformedRequest", "malformed", 400);
+        }
+
+        #[test]
+        fn another_sessions_nonce_is_refused() {
+            let dir = tempfile::tempdir().unwrap();
+            let (k, c) = kbs(dir.path());
+            let other = body("bm90IHRoaXMgb25l", |_| {});
+            refused_as(decide(&k, &c, &other), "NonceMismatch", "refused", 401);
+        }
+
+        #[test]
+        fn a_tee_key_other_than_p256_is_malformed() {
+            let dir = tempfile::tempdir().unwrap();
+            let (k, c) = kbs(dir.path());
+            let att = body(&c.nonce, |a| {
+                a.runtime_data.tee_pubkey = TeePubKey::EC {
+                    crv: "P-384".into(),
+                    alg: ALG_ECDH_ES_A256KW.into(),
+                    x: "AA".into(),
+                    y: "AA".into(),
+                }
+            });
+            refused_as(decide(&k, &c, &att), "UnsupportedTeeKey", "malformed", 400);
+        }
+
+        #[test]
+        fn initdata_in_another_format_is_malformed() {
+            let dir = tempfile::tempdir().unwrap();
+            let (k, c) = kbs(dir.path());
+            let att = body(&c.nonce, |a| {
+                a.init_data = Some(InitData {
+                    format: "json".into(),
+                    body: "{}".into(),
+                })
+            });
+            refused_as(decide(&k, &c, &att), "BadInitData", "malformed", 400);
+        }
+
+        #[test]
+        fn a_tee_the_kbs_cannot_verify_is_refused_by_name() {
+            let dir = tempfile::tempdir().unwrap();
+            let (k, mut c) = kbs(dir.path());
+            c.tee = Tee::Sgx;
+            let r = decide(&k, &c, &body(&c.nonce, |_| {}));
+            refused_as(r, "UnsupportedTee", "malformed", 400);
+        }
+
+        #[test]
+        fn evidence_that_does_not_parse_is_malformed() {
+            let dir = tempfile::tempdir().unwrap();
+            let (k, c) = kbs(dir.path());
+            let mut att = body(&c.nonce, |_| {});
+            att.tee_evidence.primary_evidence = json!({"token": [1, 2, 3]});
+            refused_as(decide(&k, &c, &att), "EvidenceMalformed", "malformed", 400);
+        }
+
+        #[test]
+        fn evidence_bound_to_another_key_fails_appraisal() {
+            let dir = tempfile::tempdir().unwrap();
+            let (k, c) = kbs(dir.path());
+            // Genuine evidence taken for one key, sent with another: the
+            // binding in report_data no longer matches.
+            let mut att = body(&c.nonce, |_| {});
+            att.runtime_data.tee_pubkey = TeeKey::generate().public_jwk();
+            refused_as(decide(&k, &c, &att), "AttestationFailed", "refused", 401);
+        }
+
+        #[test]
+        fn initdata_the_evidence_does_not_carry_fails_appraisal() {
+            let dir = tempfile::tempdir().unwrap();
+            let (k, c) = kbs(dir.path());
+            let att = body(&c.nonce, |a| {
+                a.init_data = Some(InitData {
+                    format: "toml".into(),
+                    body: "version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n".into(),
+                })
+            });
+            refused_as(decide(&k, &c, &att), "AttestationFailed", "refused", 401);
+        }
+    }
 
     #[test]
     fn versions() {
