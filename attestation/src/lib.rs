@@ -15,12 +15,12 @@
 //! does not fetch collateral from the network.
 
 pub mod appraisal;
-pub mod verifiers;
 pub mod cca;
 pub mod ear;
 pub mod refvals;
 pub mod snp;
 pub mod tdx;
+pub mod verifiers;
 
 use std::fmt;
 use std::str::FromStr;

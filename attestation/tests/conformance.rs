@@ -11,10 +11,10 @@
 
 use std::sync::Arc;
 
-use cloister_attestation::verifiers::{SnpEvidenceVerifier, TdxEvidenceVerifier};
 use cloister_attestation::cca::{
     self, Collection, SigAlg, SigningKey, TokenSpec, TrustAnchor, TrustAnchorStore,
 };
+use cloister_attestation::verifiers::{SnpEvidenceVerifier, TdxEvidenceVerifier};
 use cloister_attestation::{Category, ReportData, Status, Tee, Verifier, VerifierConfig};
 
 fn td(dir: &str, name: &str) -> Vec<u8> {

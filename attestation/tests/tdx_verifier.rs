@@ -324,7 +324,9 @@ fn collateral_dir_skips_files_that_are_not_collateral() {
 
     // A file that claims to be collateral but is broken is an error naming it.
     std::fs::write(dir.join("broken.json"), br#"{"tcb_info": "{}"}"#).unwrap();
-    let e = TdxEvidenceVerifier::new(Some(&dir)).unwrap_err().to_string();
+    let e = TdxEvidenceVerifier::new(Some(&dir))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("broken.json"), "{e}");
 
     // Only unrelated files: the missing collateral names what was skipped.

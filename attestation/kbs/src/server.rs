@@ -17,9 +17,9 @@ use axum::{Extension, Json, Router};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine;
 use cloister_attestation::appraisal::Status;
-use cloister_attestation::verifiers::{SnpEvidenceVerifier, TdxEvidenceVerifier};
 use cloister_attestation::cca::TrustAnchorStore;
 use cloister_attestation::ear::{EarIssuer, Submod};
+use cloister_attestation::verifiers::{SnpEvidenceVerifier, TdxEvidenceVerifier};
 use cloister_attestation::{
     Appraisal, Failure, ReferenceValues, ReportData, Tee as VTee, Verifier, VerifierConfig,
 };
@@ -791,9 +791,8 @@ pub fn appraise_attestation(
     }
     check_tee_pubkey(&att.runtime_data.tee_pubkey).map_err(Refusal::malformed)?;
     let additional = &att.tee_evidence.additional_evidence;
-    let rd = report_data(nonce, &att.runtime_data.tee_pubkey, additional).map_err(|e| {
-        Refusal::malformed(Problem::bad_request("MalformedRequest", e.to_string()))
-    })?;
+    let rd = report_data(nonce, &att.runtime_data.tee_pubkey, additional)
+        .map_err(|e| Refusal::malformed(Problem::bad_request("MalformedRequest", e.to_string())))?;
     let init_digest = match &att.init_data {
         Some(init) => Some(
             init_data_digest(init)
@@ -802,8 +801,9 @@ pub fn appraise_attestation(
         None => None,
     };
     let appraisal = match tee {
-        Tee::Sample => sample_appraisal(&att.tee_evidence.primary_evidence, &rd)
-            .map_err(Refusal::malformed)?,
+        Tee::Sample => {
+            sample_appraisal(&att.tee_evidence.primary_evidence, &rd).map_err(Refusal::malformed)?
+        }
         other => {
             let vtee = verifier_tee(other).ok_or_else(|| {
                 Refusal::malformed(Problem::bad_request(
@@ -811,9 +811,8 @@ pub fn appraise_attestation(
                     format!("tee {other} is not supported: expected cca, snp or tdx"),
                 ))
             })?;
-            let evidence =
-                evidence_bytes(other, &att.tee_evidence.primary_evidence)
-                    .map_err(|e| Refusal::malformed(Problem::bad_request("EvidenceMalformed", e)))?;
+            let evidence = evidence_bytes(other, &att.tee_evidence.primary_evidence)
+                .map_err(|e| Refusal::malformed(Problem::bad_request("EvidenceMalformed", e)))?;
             k.verifier()
                 .appraise(
                     vtee,
@@ -1277,11 +1276,16 @@ mod tests {
                 &att.tee_evidence.additional_evidence,
             )
             .unwrap();
-            att.tee_evidence.primary_evidence = TestCcaAttester::new().unwrap().evidence(&rd).unwrap();
+            att.tee_evidence.primary_evidence =
+                TestCcaAttester::new().unwrap().evidence(&rd).unwrap();
             att
         }
 
-        fn decide(k: &Kbs, c: &crate::session::Challenge, att: &Attestation) -> Result<String, Refusal> {
+        fn decide(
+            k: &Kbs,
+            c: &crate::session::Challenge,
+            att: &Attestation,
+        ) -> Result<String, Refusal> {
             appraise_attestation(k, c, &serde_json::to_vec(att).unwrap(), now_secs())
         }
 
@@ -1290,7 +1294,12 @@ mod tests {
                 Err(refusal) => {
                     assert_eq!(refusal.problem.kind, kind, "{:?}", refusal.problem);
                     assert_eq!(refusal.outcome, outcome, "{:?}", refusal.problem);
-                    assert_eq!(refusal.problem.status.as_u16(), status, "{:?}", refusal.problem);
+                    assert_eq!(
+                        refusal.problem.status.as_u16(),
+                        status,
+                        "{:?}",
+                        refusal.problem
+                    );
                 }
                 Ok(_) => panic!("expected {kind}, got a token"),
             }
@@ -1303,14 +1312,22 @@ mod tests {
             let token = decide(&k, &c, &body(&c.nonce, |_| {})).unwrap();
             let claims = k.token_key.verify(&token, now_secs()).unwrap();
             assert!(claims.to_string().contains(&c.nonce), "{claims}");
-            assert!(claims["submods"]["cpu0"]["ear.status"].is_string(), "{claims}");
+            assert!(
+                claims["submods"]["cpu0"]["ear.status"].is_string(),
+                "{claims}"
+            );
         }
 
         #[test]
         fn a_body_that_is_not_an_attestation_is_malformed() {
             let dir = tempfile::tempdir().unwrap();
             let (k, c) = kbs(dir.path());
-            refused_as(appraise_attestation(&k, &c, b"{\"tee-evidence\": 1}", now_secs()), "MalformedRequest", "malformed", 400);
+            refused_as(
+                appraise_attestation(&k, &c, b"{\"tee-evidence\": 1}", now_secs()),
+                "MalformedRequest",
+                "malformed",
+                400,
+            );
         }
 
         #[test]

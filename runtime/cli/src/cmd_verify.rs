@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Args;
-use cloister_attestation::verifiers::{SnpEvidenceVerifier, TdxEvidenceVerifier};
 use cloister_attestation::cca::TrustAnchorStore;
 use cloister_attestation::ear::{EarIssuer, Submod};
+use cloister_attestation::verifiers::{SnpEvidenceVerifier, TdxEvidenceVerifier};
 use cloister_attestation::{ReferenceValues, ReportData, Status, Tee, Verifier, VerifierConfig};
 
 #[derive(Debug, Args)]
