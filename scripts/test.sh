@@ -17,4 +17,7 @@ export CLOISTER_REALM_MEASUREMENTS="$CLOISTER_CACHE_DIR/tools/bin/realm-measurem
 nice -n 10 cargo install --locked vhost-device-vsock --version 0.3.0 --root "$CLOISTER_CACHE_DIR/tools"
 export CLOISTER_VHOST_USER_VSOCK="$CLOISTER_CACHE_DIR/tools/bin/vhost-device-vsock"
 cargo clippy --workspace --all-targets -- -D warnings
+# The guest side's unit tests for aarch64 too (Debian's rustc 1.96, run under
+# qemu-aarch64-static): the agent, the guest TEE code and the protocol.
+cargo_arm64 test -p cloister-agent -p cloister-tee -p cloister-protocol --lib --bins --no-fail-fast
 cargo test --workspace --no-fail-fast
