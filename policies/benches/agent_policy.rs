@@ -40,20 +40,9 @@ fn policy_text() -> (String, String) {
 }
 
 fn requests(web: &str) -> Vec<(&'static str, Request, Value)> {
-    let spec = json!({
-        "ociVersion": "1.1.0",
-        "process": {"args": ["/usr/bin/web", "--port", "8080"],
-                    "env": ["PATH=/bin", "MODE=production", "TOKEN=abc", "HOSTNAME=shop"], "cwd": "/",
-                    "user": {"uid": 1000, "gid": 0}, "noNewPrivileges": true,
-                    "capabilities": {"bounding": ["CAP_NET_BIND_SERVICE"], "effective": ["CAP_NET_BIND_SERVICE"]}},
-        "root": {"path": "rootfs", "readonly": true},
-        "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"},
-                   {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid"]},
-                   {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["ro"]},
-                   {"destination": "/var/cache/web", "type": "bind", "source": "/run/v/cache", "options": ["rbind"]},
-                   {"destination": "/etc/shop", "type": "bind", "source": "/run/v/config", "options": ["rbind", "ro"]}],
-        "linux": {"namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}]}
-    });
+    // The web container's create that the policy allows (its OCI spec).
+    let spec: Value = serde_json::from_str(include_str!("../testdata/pod-3-web-spec.json"))
+        .expect("the spec parses");
     let create = json!({"container_id": "web", "exec_id": "web", "OCI": input::oci_spec(&spec),
                         "rootfs": {"kind": "IMAGE", "source": web}});
     let mut bad_spec = spec.clone();

@@ -142,23 +142,10 @@ fn generated_policy_is_small() {
     assert!(rego.len() < 12 * 1024, "{} bytes", rego.len());
 }
 
-/// The web container's request that the generated policy allows, as the
-/// runtime sends it (the benchmark's input).
+/// The OCI spec of the web container's create that the generated policy
+/// allows, as the runtime sends it (the benchmark's input too).
 fn web_spec() -> serde_json::Value {
-    json!({
-        "ociVersion": "1.1.0",
-        "process": {"args": ["/usr/bin/web", "--port", "8080"],
-                    "env": ["PATH=/bin", "MODE=production", "TOKEN=abc", "HOSTNAME=shop"], "cwd": "/",
-                    "user": {"uid": 1000, "gid": 0}, "noNewPrivileges": true,
-                    "capabilities": {"bounding": ["CAP_NET_BIND_SERVICE"], "effective": ["CAP_NET_BIND_SERVICE"]}},
-        "root": {"path": "rootfs", "readonly": true},
-        "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"},
-                   {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid"]},
-                   {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["ro"]},
-                   {"destination": "/var/cache/web", "type": "bind", "source": "/run/v/cache", "options": ["rbind"]},
-                   {"destination": "/etc/shop", "type": "bind", "source": "/run/v/config", "options": ["rbind", "ro"]}],
-        "linux": {"namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}]}
-    })
+    serde_json::from_str(include_str!("../../testdata/pod-3-web-spec.json")).unwrap()
 }
 
 /// Every check of the generated policy, each with a request that passes it
