@@ -35,6 +35,7 @@ pub use refvals::ReferenceValues;
 /// The kind of evidence.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Tee {
     /// Arm CCA token (tag 399/907).
     Cca,

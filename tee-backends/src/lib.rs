@@ -26,6 +26,7 @@ use std::str::FromStr;
 
 /// The TEE a sandbox runs in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum TeeKind {
     /// No TEE: a plain VM, for development and non-confidential workloads.
     None,

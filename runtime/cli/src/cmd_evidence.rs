@@ -15,7 +15,7 @@ use cloister_tee::TeeKind;
 #[derive(Debug, clap::Args)]
 pub struct EvidenceArgs {
     /// TEE to boot the guest in.
-    #[arg(long)]
+    #[arg(long, value_enum)]
     tee: TeeKind,
     /// Optional container rootfs to attach (not needed for evidence).
     #[arg(long, value_name = "DIR")]

@@ -18,7 +18,7 @@ use cloister_tee::{Launch, TeeKind};
 #[derive(Debug, clap::Args)]
 pub struct MeasureArgs {
     /// TEE: cca, snp, tdx or sim.
-    #[arg(long)]
+    #[arg(long, value_enum)]
     tee: TeeKind,
     /// Guest kernel (default: Cloister's guest kernel).
     #[arg(long, value_name = "FILE")]

@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// TEE to run in.
-    #[arg(long, default_value = "none")]
+    #[arg(long, value_enum, default_value = "none")]
     tee: TeeKind,
     /// Host directory holding the container's root filesystem (`--tee none`
     /// only: a confidential guest never takes its rootfs from the host).

@@ -15,7 +15,7 @@ use cloister_attestation::{ReferenceValues, ReportData, Status, Tee, Verifier, V
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// Kind of evidence: cca, snp, tdx or sim.
-    #[arg(long)]
+    #[arg(long, value_enum)]
     tee: Tee,
     /// Evidence file (CCA token CBOR or Trustee JSON, SNP report or JSON, TDX quote or JSON).
     #[arg(long)]

@@ -102,3 +102,34 @@ fn main() -> anyhow::Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--tee` is a typed value: a wrong one is refused before anything
+    /// runs, naming the values that command takes (`verify` has no `none`).
+    #[test]
+    fn tee_values_are_typed_and_listed_per_command() {
+        let e = Cli::try_parse_from(["cloister", "run", "--tee", "sev", "--", "true"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("[possible values: none, sim, cca, snp, tdx]"),
+            "{e}"
+        );
+        let e = Cli::try_parse_from(["cloister", "verify", "--tee", "none", "--evidence", "x"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("[possible values: cca, snp, tdx, sim]"), "{e}");
+        for tee in ["none", "sim", "cca", "snp", "tdx"] {
+            assert!(
+                Cli::try_parse_from([
+                    "cloister", "run", "--rootfs", "/r", "--tee", tee, "--", "true"
+                ])
+                .is_ok(),
+                "{tee}"
+            );
+        }
+    }
+}
