@@ -24,11 +24,20 @@ const STORE_RAM_PERCENT: u64 = 75;
 
 /// The store's tmpfs `size=`: its share of RAM, plus the encrypted scratch
 /// disk when the sandbox has one (set up here, as swap: see
-/// [`crate::scratch`]).
-fn store_size() -> Result<String, String> {
+/// [`crate::scratch`]) and may use it: a TEE guest only when the measured
+/// initdata allows it, since the host decides whether the disk is there.
+fn store_size(config: &GuestConfig, tee: bool) -> Result<String, String> {
+    let ram_only = format!("size={STORE_RAM_PERCENT}%");
     let Some(disk) = crate::scratch::find(Path::new("/sys/block")) else {
-        return Ok(format!("size={STORE_RAM_PERCENT}%"));
+        return Ok(ram_only);
     };
+    if tee && !config.cloister.allow_scratch_disk {
+        crate::log!(
+            "scratch disk {disk} ignored: the initdata does not set {}",
+            cloister_guest_config::ALLOW_SCRATCH_DISK_KEY
+        );
+        return Ok(ram_only);
+    }
     let s = crate::scratch::setup(&disk).map_err(|e| e.to_string())?;
     let ram = nix::sys::sysinfo::sysinfo()
         .map(|i| i.ram_total())
@@ -49,7 +58,9 @@ fn pull_error(reference: &str, chain: String) -> String {
     let hint = if chain.contains("No space left on device") {
         format!(
             " (the image does not fit the guest's image store, {STORE_RAM_PERCENT}% of its RAM \
-             plus any scratch disk: run the sandbox with more --memory or with --scratch-disk SIZE)"
+             plus any scratch disk: run the sandbox with more --memory, or with --scratch-disk SIZE \
+             and, in a TEE guest, initdata that sets {})",
+            cloister_guest_config::ALLOW_SCRATCH_DISK_KEY
         )
     } else {
         String::new()
@@ -78,13 +89,13 @@ impl ResourceProvider for NoKbs {
 }
 
 impl Images {
-    async fn store(&self) -> Result<Arc<ImageStore>, String> {
+    async fn store(&self, config: &GuestConfig, tee: bool) -> Result<Arc<ImageStore>, String> {
         self.store
             .get_or_try_init(|| async {
                 let root = Path::new(STORE_DIR);
                 std::fs::create_dir_all(root)
                     .map_err(|e| format!("creating {}: {e}", root.display()))?;
-                let size = store_size()?;
+                let size = store_size(config, tee)?;
                 mount(
                     Some("tmpfs"),
                     root,
@@ -111,7 +122,7 @@ impl Images {
         kbs: Option<Arc<crate::kbs::GuestKbs>>,
         tee: bool,
     ) -> Result<PulledImage, String> {
-        let store = self.store().await?;
+        let store = self.store(config, tee).await?;
         let cfg = pull_config(reference, config, tee);
         // One line at each layer's start and end and every PROGRESS_STEP
         // bytes between (the console is slow under emulation); the host

@@ -682,12 +682,13 @@ fn sigstore_signed_image_runs_and_another_key_is_refused() {
     assert!(!text(&out).contains("stranger-marker"), "{}", text(&out));
 }
 
-/// An image larger than the guest's image store (75 % of its RAM): without
-/// a scratch disk the pull fails, naming `--scratch-disk`; with
-/// `--scratch-disk` the agent encrypts the disk with a key made in the
-/// guest, pages the store out to it and runs the container, while the
-/// host's file holds none of the image's plaintext; `cloister rm` removes
-/// the file.
+/// An image larger than the guest's image store (75 % of its RAM). With a
+/// scratch disk the measured initdata does not allow, the TEE guest ignores
+/// the disk and the pull fails, naming `--scratch-disk` and the initdata
+/// key; with initdata that allows it, the agent encrypts the disk with a
+/// key made in the guest, pages the store out to it and runs the
+/// container, while the host's file holds none of the image's plaintext;
+/// `cloister rm` removes the file.
 #[test]
 fn image_larger_than_guest_ram_runs_on_an_encrypted_scratch_disk() {
     let env = cloister_e2e::Env::new();
@@ -716,9 +717,23 @@ fn image_larger_than_guest_ram_runs_on_an_encrypted_scratch_disk() {
     l.tag(&image, "v1");
     push(l.path(), "v1", &reg.addr, "huge:v1", false);
     let reference = pinned(&reg, "huge");
-    let doc = pinned_initdata(dir.path(), &cfg, &reg, &reference);
-    let run = |extra: &[&str], cmd: &[&str]| {
-        let mut c = sim_image_run(&env, &cfg, &doc, &reference);
+    // Initdata without cloister.toml allow_scratch_disk, and with it.
+    let refused_doc = pinned_initdata(dir.path(), &cfg, &reg, &reference);
+    let allowed_dir = dir.path().join("allowed");
+    std::fs::create_dir_all(&allowed_dir).unwrap();
+    let doc = initdata(
+        &allowed_dir,
+        &cfg,
+        &[
+            "--insecure-registry",
+            &reg.addr,
+            "--pin",
+            &reference,
+            "--allow-scratch-disk",
+        ],
+    );
+    let run_with = |doc: &str, extra: &[&str], cmd: &[&str]| {
+        let mut c = sim_image_run(&env, &cfg, doc, &reference);
         c.args(["--memory", "256"])
             .args(extra)
             .arg("--")
@@ -728,12 +743,17 @@ fn image_larger_than_guest_ram_runs_on_an_encrypted_scratch_disk() {
         let _lock = boot_lock();
         c.output().unwrap()
     };
+    let run = |extra: &[&str], cmd: &[&str]| run_with(&doc, extra, cmd);
 
-    let out = run(&[], &["cat", "/marker"]);
+    // A host that attaches a disk the measured initdata does not allow gets
+    // it ignored: the image does not fit, and the error names the key.
+    let out = run_with(&refused_doc, &["--scratch-disk", "1G"], &["cat", "/marker"]);
     assert!(!out.status.success(), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("No space left on device") && err.contains("--scratch-disk"),
+        err.contains("No space left on device")
+            && err.contains("--scratch-disk")
+            && err.contains("allow_scratch_disk"),
         "{err}"
     );
     env.assert_clean();

@@ -318,6 +318,9 @@ pub struct CloisterSettings {
     pub insecure_http: bool,
     /// The host may ask GetEvidence over its own report_data.
     pub allow_host_evidence: bool,
+    /// The guest may page memory out to a host-given scratch disk
+    /// (encrypted, not authenticated: see [`ALLOW_SCRATCH_DISK_KEY`]).
+    pub allow_scratch_disk: bool,
     /// A shipped agent policy by name (`allow-all`, `confidential-default`),
     /// used when there is no `policy.rego`.
     pub agent_policy: Option<String>,
@@ -426,6 +429,8 @@ struct CloisterToml {
     insecure_http: bool,
     #[serde(default, skip_serializing_if = "is_false")]
     allow_host_evidence: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    allow_scratch_disk: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     agent_policy: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -500,6 +505,12 @@ const CL_LOOKASIDE: &str = "cloister.toml lookaside";
 /// The initdata key that lets the host ask for evidence over its own bytes.
 pub const ALLOW_HOST_EVIDENCE_KEY: &str = "cloister.toml allow_host_evidence";
 
+/// The initdata key that lets a TEE guest use a scratch disk the host gives
+/// it. Without it the disk is ignored: its pages would be the host's to
+/// rewrite or replay (dm-crypt with XTS hides them but does not
+/// authenticate them), so a host must not be able to impose it.
+pub const ALLOW_SCRATCH_DISK_KEY: &str = "cloister.toml allow_scratch_disk";
+
 impl GuestConfig {
     /// Reads the settings from a whole initdata document (its `version` and
     /// `algorithm` are the digest's business; this reads `[data]`).
@@ -546,6 +557,7 @@ impl GuestConfig {
         )?;
         cfg.cloister.insecure_http = cl.insecure_http;
         cfg.cloister.allow_host_evidence = cl.allow_host_evidence;
+        cfg.cloister.allow_scratch_disk = cl.allow_scratch_disk;
         cfg.cloister.agent_policy = cl.agent_policy;
         if let Some(url) = url {
             let key = if aa_kbs.is_some() { AA_URL } else { CDH_URL };
@@ -686,6 +698,7 @@ impl GuestConfig {
         let cl = CloisterToml {
             insecure_http: c.insecure_http,
             allow_host_evidence: c.allow_host_evidence,
+            allow_scratch_disk: c.allow_scratch_disk,
             agent_policy: c.agent_policy.clone(),
             decryption_keys: c.decryption_keys.iter().map(|r| r.to_kbs_uri()).collect(),
             insecure_registries: c
@@ -755,6 +768,7 @@ mod tests {
             "http://127.0.0.1:8000/sigs".parse().unwrap(),
         );
         c.cloister.allow_host_evidence = true;
+        c.cloister.allow_scratch_disk = true;
         c.policy_rego =
             Some("package agent_policy\n\ndefault CreateContainerRequest := true\n".into());
         c
@@ -797,6 +811,10 @@ mod tests {
             "default/security-policy/test"
         );
         assert!(!c.cloister.allow_host_evidence);
+        assert!(
+            !c.cloister.allow_scratch_disk,
+            "off unless initdata says so"
+        );
     }
 
     #[test]

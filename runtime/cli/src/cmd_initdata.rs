@@ -60,6 +60,11 @@ struct NewArgs {
     /// (`cloister evidence`; a diagnostic, off by default).
     #[arg(long)]
     allow_host_evidence: bool,
+    /// Let the guest page memory out to a scratch disk the host gives it
+    /// (`cloister run --scratch-disk`): encrypted in the guest, but not
+    /// authenticated, so a TEE guest ignores the disk unless this is set.
+    #[arg(long)]
+    allow_scratch_disk: bool,
     /// The agent policy (Rego), embedded verbatim as `policy.rego`.
     #[arg(long, value_name = "FILE.rego", conflicts_with = "agent_policy")]
     policy: Option<PathBuf>,
@@ -110,6 +115,7 @@ fn new(a: NewArgs) -> anyhow::Result<()> {
     c.image.registry_auth = a.registry_auth;
     c.cloister.insecure_http = a.insecure_http;
     c.cloister.allow_host_evidence = a.allow_host_evidence;
+    c.cloister.allow_scratch_disk = a.allow_scratch_disk;
     c.cloister.agent_policy = a.agent_policy;
     c.cloister.decryption_keys = a.decryption_keys;
     c.cloister.insecure_registries = a.insecure_registries;
