@@ -117,14 +117,30 @@ impl Follow {
     /// Starts at the end of `path` (as it is now).
     pub fn new(path: &Path) -> Follow {
         Follow {
-            path: path.to_owned(),
             offset: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+            ..Follow::from_start(path)
+        }
+    }
+
+    /// Starts at the beginning of `path`.
+    pub fn from_start(path: &Path) -> Follow {
+        Follow {
+            path: path.to_owned(),
+            offset: 0,
             partial: String::new(),
         }
     }
 
     /// The pull progress in the lines completed since the last call.
     pub fn progress(&mut self) -> Vec<PullProgress> {
+        self.lines()
+            .iter()
+            .filter_map(|l| pull_progress(l))
+            .collect()
+    }
+
+    /// The lines completed since the last call (only the new bytes are read).
+    pub fn lines(&mut self) -> Vec<String> {
         use std::io::{Read, Seek, SeekFrom};
         let mut buf = Vec::new();
         let read = std::fs::File::open(&self.path).and_then(|mut f| {
@@ -138,20 +154,17 @@ impl Follow {
             return Vec::new();
         };
         let complete: String = self.partial.drain(..=end).collect();
-        complete.lines().filter_map(pull_progress).collect()
+        complete.lines().map(str::to_owned).collect()
     }
 }
 
-/// Whether a complete console line says the agent serves on `channel`
+/// Whether a console line says the agent serves on `channel`
 /// ([`cloister_protocol::channel::serving_notice`]), and not on a longer
 /// port number that merely starts with the same digits.
-pub fn says_serving(console: &str, channel: cloister_protocol::Channel) -> bool {
+pub fn says_serving(line: &str, channel: cloister_protocol::Channel) -> bool {
     let notice = cloister_protocol::channel::serving_notice(channel);
-    let complete = console.rfind('\n').map_or("", |end| &console[..end]);
-    complete.lines().any(|line| {
-        line.match_indices(&notice)
-            .any(|(at, _)| !line[at + notice.len()..].starts_with(|c: char| c.is_ascii_digit()))
-    })
+    line.match_indices(&notice)
+        .any(|(at, _)| !line[at + notice.len()..].starts_with(|c: char| c.is_ascii_digit()))
 }
 
 /// Reads the console log (lossily; missing file = empty).
@@ -168,16 +181,19 @@ mod tests {
     #[test]
     fn serving_needs_the_whole_line_and_the_exact_port() {
         let ch = cloister_protocol::Channel::Vsock { port: 1024 };
-        let line = "[    3.12] cloister-agent: serving on vsock:1024 (API 1.3)\r\n";
+        let line = "[    3.12] cloister-agent: serving on vsock:1024 (API 1.3)";
         assert!(says_serving(line, ch));
-        assert!(says_serving(&format!("SeaBIOS\r\n{line}more"), ch));
-        // Not yet: the line is still being written.
-        assert!(!says_serving("cloister-agent: serving on vsock:1024", ch));
-        assert!(!says_serving(
-            "cloister-agent: serving on vsock:10240\n",
-            ch
-        ));
-        assert!(!says_serving("cloister-agent: starting\n", ch));
+        assert!(!says_serving("cloister-agent: serving on vsock:10240", ch));
+        assert!(!says_serving("cloister-agent: starting", ch));
+        // A line is whole only once its newline is there.
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("console.log");
+        std::fs::write(&log, "SeaBIOS\r\ncloister-agent: serving on vsock:1024").unwrap();
+        let mut f = Follow::from_start(&log);
+        assert!(!f.lines().iter().any(|l| says_serving(l, ch)));
+        let mut o = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        std::io::Write::write_all(&mut o, b" (API 1.3)\r\n").unwrap();
+        assert!(f.lines().iter().any(|l| says_serving(l, ch)));
         assert!(!says_serving(line, cloister_protocol::Channel::Serial));
     }
 

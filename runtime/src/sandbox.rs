@@ -33,14 +33,19 @@ const VSOCK_CHECK_TRY: Duration = Duration::from_secs(8);
 const CONSOLE_POLL: Duration = Duration::from_millis(50);
 
 /// Waits until the console says the agent serves on `channel`, or fails with
-/// a timeout at `deadline`.
+/// a timeout at `deadline` (reading only what the console gained each time).
 async fn wait_for_serving(
     console: &std::path::Path,
     channel: Channel,
     deadline: Instant,
 ) -> Result<(), AgentError> {
     let started = Instant::now();
-    while !console::says_serving(&console::read(console), channel) {
+    let mut follow = console::Follow::from_start(console);
+    while !follow
+        .lines()
+        .iter()
+        .any(|l| console::says_serving(l, channel))
+    {
         if Instant::now() >= deadline {
             return Err(AgentError::Timeout {
                 what: "its console line saying it serves",
@@ -676,7 +681,16 @@ mod tests {
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 let line = cloister_protocol::channel::serving_notice(ch);
-                std::fs::write(&console, format!("x\ncloister-agent: {line} (API 1.3)\n")).unwrap();
+                // QEMU appends to the console log.
+                let mut f = std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&console)
+                    .unwrap();
+                std::io::Write::write_all(
+                    &mut f,
+                    format!("x\ncloister-agent: {line} (API 1.3)\n").as_bytes(),
+                )
+                .unwrap();
             })
         };
         let t0 = Instant::now();

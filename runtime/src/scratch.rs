@@ -77,17 +77,17 @@ fn scratch_dir_from(
     get: impl Fn(&str) -> Option<std::ffi::OsString>,
     euid: u32,
 ) -> Result<PathBuf, ScratchError> {
-    let nonempty = |k: &str| get(k).filter(|v| !v.is_empty()).map(PathBuf::from);
-    if let Some(d) = nonempty("CLOISTER_SCRATCH_DIR") {
-        return Ok(d);
-    }
-    if euid == 0 {
-        return Ok(PathBuf::from("/var/lib/cloister/scratch"));
-    }
-    nonempty("XDG_DATA_HOME")
-        .or_else(|| nonempty("HOME").map(|h| h.join(".local/share")))
-        .map(|d| d.join("cloister/scratch"))
-        .ok_or(ScratchError::NoDir)
+    crate::state::host_dir(
+        get,
+        euid,
+        "CLOISTER_SCRATCH_DIR",
+        "/var/lib/cloister/scratch",
+        &[
+            ("XDG_DATA_HOME", "cloister/scratch"),
+            ("HOME", ".local/share/cloister/scratch"),
+        ],
+    )
+    .ok_or(ScratchError::NoDir)
 }
 
 /// A sandbox's scratch disk file; removed on drop.

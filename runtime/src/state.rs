@@ -37,16 +37,42 @@ fn runtime_dir_from(
     get: impl Fn(&str) -> Option<std::ffi::OsString>,
     euid: u32,
 ) -> Result<PathBuf, StateError> {
+    host_dir(
+        get,
+        euid,
+        "CLOISTER_RUNTIME_DIR",
+        "/run/cloister",
+        &[("XDG_RUNTIME_DIR", "cloister")],
+    )
+    .ok_or(StateError::NoRuntimeDir)
+}
+
+/// A directory of the runtime's on the host: `$override_var` when set and
+/// not empty, else `root_dir` for root, else the first `(variable, subpath)`
+/// of `user_dirs` whose variable is set, joined with its subpath.
+pub(crate) fn host_dir(
+    get: impl Fn(&str) -> Option<std::ffi::OsString>,
+    euid: u32,
+    override_var: &str,
+    root_dir: &str,
+    user_dirs: &[(&str, &str)],
+) -> Option<PathBuf> {
     let nonempty = |k: &str| get(k).filter(|v| !v.is_empty()).map(PathBuf::from);
-    if let Some(d) = nonempty("CLOISTER_RUNTIME_DIR") {
-        return Ok(d);
+    if let Some(d) = nonempty(override_var) {
+        return Some(d);
     }
     if euid == 0 {
-        return Ok(PathBuf::from("/run/cloister"));
+        return Some(PathBuf::from(root_dir));
     }
-    nonempty("XDG_RUNTIME_DIR")
-        .map(|d| d.join("cloister"))
-        .ok_or(StateError::NoRuntimeDir)
+    user_dirs
+        .iter()
+        .find_map(|(var, sub)| nonempty(var).map(|d| d.join(sub)))
+}
+
+/// Whether `path` is named as sandbox `id`'s scratch disk (`ID.img`,
+/// [`crate::scratch::ScratchDisk::create`]).
+fn is_scratch_of(path: &Path, id: &str) -> bool {
+    !id.is_empty() && path.file_name() == Some(std::ffi::OsStr::new(&format!("{id}.img")))
 }
 
 /// What `cloister ps` shows about a sandbox; stored as `metadata.json`.
@@ -259,7 +285,9 @@ pub fn list(runtime_dir: &Path) -> Result<(Vec<Metadata>, Vec<String>), StateErr
             Some(m) if is_alive(&m) => live.push(m),
             Some(m) => {
                 let _ = std::fs::remove_dir_all(&path);
-                if let Some(s) = &m.scratch {
+                // Only a file named as this sandbox's scratch disk: the
+                // path comes from a file, not from this process.
+                if let Some(s) = m.scratch.as_ref().filter(|s| is_scratch_of(s, &m.id)) {
                     let _ = std::fs::remove_file(s);
                 }
                 pruned.push(m.id);
@@ -286,6 +314,20 @@ pub fn list(runtime_dir: &Path) -> Result<(Vec<Metadata>, Vec<String>), StateErr
 
 #[cfg(test)]
 mod tests {
+    /// `ps` removes a dead sandbox's scratch disk only by its own name: a
+    /// metadata file naming another path removes nothing.
+    #[test]
+    fn only_a_file_named_as_the_sandboxs_scratch_disk_is_removed() {
+        assert!(super::is_scratch_of(
+            Path::new("/var/lib/cloister/scratch/ab12.img"),
+            "ab12"
+        ));
+        assert!(!super::is_scratch_of(Path::new("/etc/shadow"), "ab12"));
+        assert!(!super::is_scratch_of(Path::new("/x/ab12.img.bak"), "ab12"));
+        assert!(!super::is_scratch_of(Path::new("/x/cd34.img"), "ab12"));
+        assert!(!super::is_scratch_of(Path::new("/x/.img"), ""));
+    }
+
     use super::*;
     use std::collections::HashMap;
     use std::ffi::OsString;

@@ -426,21 +426,16 @@ impl AgentPolicy {
         } else {
             regorus::Value::Undefined
         };
-        let (allowed, ops, named) = match &value {
-            regorus::Value::Bool(b) => (*b, None, None),
-            regorus::Value::Object(o) => {
-                let allowed =
-                    o.get(&regorus::Value::from("allowed")) == Some(&regorus::Value::Bool(true));
-                (
-                    allowed,
-                    o.get(&regorus::Value::from("ops")).map(to_json),
-                    o.get(&regorus::Value::from("violations")).map(to_json),
-                )
-            }
-            _ => (false, None, None),
+        let field = |name: &str| match &value {
+            regorus::Value::Object(o) => o.get(&regorus::Value::from(name)),
+            _ => None,
+        };
+        let allowed = match &value {
+            regorus::Value::Bool(b) => *b,
+            _ => field("allowed") == Some(&regorus::Value::Bool(true)),
         };
         if allowed {
-            if let Some(ops) = ops {
+            if let Some(ops) = field("ops").map(to_json) {
                 self.apply_ops(rule, &ops)?;
             }
             return Ok(Decision::Allowed);
@@ -456,7 +451,7 @@ impl AgentPolicy {
             request.rpc()
         );
         // A rule that names its own violations spares a second run.
-        let violations = match named {
+        let violations = match field("violations").map(to_json) {
             Some(Value::Array(a)) => a
                 .iter()
                 .filter_map(|v| v.as_str().map(str::to_owned))
