@@ -157,7 +157,7 @@ demo_kbs() {
     echo "the demo secret" > "$work/secret.txt"
     kbs_admin set-resource default/demo/secret "$work/secret.txt"
     printf 'released: '
-    cloister attest --kbs "$url" --allow-http --tee sim --resource default/demo/secret
+    cloister attest --kbs "$url" --allow-http --attester sim --resource default/demo/secret
 }
 
 demo_image() {

@@ -12,7 +12,7 @@
 #![allow(clippy::unwrap_used)]
 
 use cloister_attestation::cca::{self, PublicKey, TrustAnchorStore};
-use cloister_attestation::{ReferenceValues, ReportData, Tee, Verifier, VerifierConfig};
+use cloister_attestation::{ReferenceValues, ReportData, TeeKind, Verifier, VerifierConfig};
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use p384::ecdsa::signature::Verifier as _;
 
@@ -44,7 +44,9 @@ fn bench(c: &mut Criterion) {
     let cold = warm.clone().with_platform_cache(0);
     let nonce = ReportData([0xab; 64]);
     for v in [&warm, &cold] {
-        let a = v.appraise(Tee::Cca, &token, Some(nonce), None, 0).unwrap();
+        let a = v
+            .appraise(TeeKind::Cca, &token, Some(nonce), None, 0)
+            .unwrap();
         assert!(a.affirming(), "{:#?}", a.failures);
     }
 
@@ -81,20 +83,20 @@ fn bench(c: &mut Criterion) {
     });
     c.bench_function("cca/verify_and_appraise_cold", |b| {
         b.iter(|| {
-            cold.appraise(Tee::Cca, black_box(&token), Some(nonce), None, 0)
+            cold.appraise(TeeKind::Cca, black_box(&token), Some(nonce), None, 0)
                 .unwrap()
         })
     });
     c.bench_function("cca/verify_and_appraise_warm", |b| {
         b.iter(|| {
-            warm.appraise(Tee::Cca, black_box(&token), Some(nonce), None, 0)
+            warm.appraise(TeeKind::Cca, black_box(&token), Some(nonce), None, 0)
                 .unwrap()
         })
     });
     let policy = cloister_policy::Policy::appraisal().unwrap();
     let input = serde_json::json!({
         "tee": "cca",
-        "checks": warm.appraise(Tee::Cca, &token, Some(nonce), None, 0).unwrap().checks,
+        "checks": warm.appraise(TeeKind::Cca, &token, Some(nonce), None, 0).unwrap().checks,
         "simulated": false,
         "allow_simulated": false,
     });

@@ -12,7 +12,7 @@ use serde_json::{json, Value as Json};
 
 use crate::cca::{self, TrustAnchorStore};
 use crate::refvals::ReferenceValues;
-use crate::{Category, Check, Error, Failure, ReportData, Tee};
+use crate::{Category, Check, Error, Failure, ReportData, TeeKind};
 
 /// What the relying party expects, passed to every evidence verifier.
 #[derive(Clone, Debug)]
@@ -31,7 +31,7 @@ pub struct VerifyContext<'a> {
 /// Output of an evidence verifier: claims plus the checks made.
 #[derive(Clone, Debug, Serialize)]
 pub struct VerifiedEvidence {
-    pub tee: Tee,
+    pub tee: TeeKind,
     /// True when the root of trust is a simulated one (sim backend).
     pub simulated: bool,
     /// TEE-specific claims (JSON, for the EAR's annotated evidence).
@@ -86,7 +86,7 @@ impl Status {
 /// The appraisal of one piece of evidence.
 #[derive(Clone, Debug, Serialize)]
 pub struct Appraisal {
-    pub tee: Tee,
+    pub tee: TeeKind,
     pub status: Status,
     /// AR4SI trust vector (claim name → value).
     pub trust_vector: BTreeMap<String, i8>,
@@ -134,7 +134,7 @@ pub struct Verifier {
     reference_values: Arc<ReferenceValues>,
     allow_simulated: bool,
     policy: cloister_policy::Policy,
-    backends: BTreeMap<Tee, Arc<dyn EvidenceVerifier>>,
+    backends: BTreeMap<TeeKind, Arc<dyn EvidenceVerifier>>,
     cca_store: TrustAnchorStore,
 }
 
@@ -162,7 +162,7 @@ impl Verifier {
     /// [`cca::cache::DEFAULT_CAPACITY`].
     pub fn with_platform_cache(mut self, capacity: usize) -> Self {
         let cache = Arc::new(cca::PlatformCache::new(capacity));
-        for tee in [Tee::Cca, Tee::Sim] {
+        for tee in [TeeKind::Cca, TeeKind::Sim] {
             let v: Arc<dyn EvidenceVerifier> = Arc::new(CcaVerifier {
                 store: self.cca_store.clone(),
                 tee,
@@ -174,7 +174,7 @@ impl Verifier {
     }
 
     /// Register (or replace) the verifier for a TEE kind.
-    pub fn with_verifier(mut self, tee: Tee, v: Arc<dyn EvidenceVerifier>) -> Self {
+    pub fn with_verifier(mut self, tee: TeeKind, v: Arc<dyn EvidenceVerifier>) -> Self {
         self.backends.insert(tee, v);
         self
     }
@@ -190,7 +190,7 @@ impl Verifier {
     /// name each claim that did not meet expectations.
     pub fn appraise(
         &self,
-        tee: Tee,
+        tee: TeeKind,
         evidence: &[u8],
         expected_report_data: Option<ReportData>,
         init_data_digest: Option<&[u8]>,
@@ -338,7 +338,7 @@ impl Verifier {
 /// A failed launch-identity check when `rv` mentions `tee` but lacks part
 /// of the set that identifies its launch (see
 /// [`ReferenceValues::missing_launch_identity`]).
-fn launch_identity_check(tee: Tee, rv: &ReferenceValues) -> Option<Check> {
+fn launch_identity_check(tee: TeeKind, rv: &ReferenceValues) -> Option<Check> {
     if !rv.mentions(tee) {
         return None;
     }
@@ -358,8 +358,8 @@ fn launch_identity_check(tee: Tee, rv: &ReferenceValues) -> Option<Check> {
 #[derive(Clone, Debug)]
 pub struct CcaVerifier {
     pub store: TrustAnchorStore,
-    /// `Tee::Cca` or `Tee::Sim`.
-    pub tee: Tee,
+    /// `TeeKind::Cca` or `TeeKind::Sim`.
+    pub tee: TeeKind,
     /// Platform tokens whose signature verified (see [`cca::cache`]).
     pub cache: Arc<cca::PlatformCache>,
 }
@@ -401,7 +401,7 @@ impl EvidenceVerifier for CcaVerifier {
         let verified = token.verify_with_cache(&self.store, &self.cache);
         let mut checks = verified.checks.clone();
         let simulated = verified.simulated();
-        if self.tee == Tee::Sim && !simulated && verified.trust_anchor.is_some() {
+        if self.tee == TeeKind::Sim && !simulated && verified.trust_anchor.is_some() {
             checks.push(Check::new(
                 "platform trust anchor",
                 Category::TrustAnchor,

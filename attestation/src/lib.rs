@@ -23,61 +23,16 @@ pub mod tdx;
 pub mod verifiers;
 
 use std::fmt;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
 pub use appraisal::{
     Appraisal, EvidenceVerifier, Status, VerifiedEvidence, Verifier, VerifierConfig, VerifyContext,
 };
+#[cfg(feature = "clap")]
+pub use cloister_tee_types::evidence_kind_parser;
+pub use cloister_tee_types::TeeKind;
 pub use refvals::ReferenceValues;
-
-/// The kind of evidence.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
-pub enum Tee {
-    /// Arm CCA token (tag 399/907).
-    Cca,
-    /// AMD SEV-SNP attestation report.
-    Snp,
-    /// Intel TDX DCAP quote.
-    Tdx,
-    /// Cloister's software TEE: a CCA token signed by a simulated platform.
-    Sim,
-}
-
-impl Tee {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Tee::Cca => "cca",
-            Tee::Snp => "snp",
-            Tee::Tdx => "tdx",
-            Tee::Sim => "sim",
-        }
-    }
-}
-
-impl fmt::Display for Tee {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Tee {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self, Error> {
-        match s {
-            "cca" => Ok(Tee::Cca),
-            "snp" => Ok(Tee::Snp),
-            "tdx" => Ok(Tee::Tdx),
-            "sim" => Ok(Tee::Sim),
-            other => Err(Error::Input(format!(
-                "unknown tee {other:?}, expected cca, snp, tdx or sim"
-            ))),
-        }
-    }
-}
 
 /// The 64-byte report_data / CCA realm challenge a verifier expects.
 ///
@@ -240,12 +195,12 @@ pub enum Error {
     ReferenceValues(String),
     #[error("{tee} evidence: {source}")]
     Evidence {
-        tee: Tee,
+        tee: TeeKind,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error("no verifier for {0} evidence is configured")]
-    Unsupported(Tee),
+    Unsupported(TeeKind),
     #[error("appraisal policy: {0}")]
     Policy(#[from] cloister_policy::PolicyError),
     #[error("EAR: {0}")]

@@ -16,6 +16,8 @@
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
+
+use crate::TeeKind;
 use serde_json::Value as Json;
 
 /// A platform reference (ccatoken `platform[]` entry).
@@ -412,15 +414,16 @@ impl ReferenceValues {
 
     /// True when the values mention this TEE at all (named `tee.*` values,
     /// or CCA platform/realm entries and `cca-*` names).
-    pub fn mentions(&self, tee: crate::Tee) -> bool {
+    pub fn mentions(&self, tee: TeeKind) -> bool {
         match tee {
-            crate::Tee::Cca | crate::Tee::Sim => {
+            TeeKind::Cca | TeeKind::Sim => {
                 !self.cca_platform.is_empty()
                     || !self.cca_realm.is_empty()
                     || self.named.keys().any(|k| k.starts_with("cca-"))
             }
-            crate::Tee::Snp => self.named.keys().any(|k| k.starts_with("snp.")),
-            crate::Tee::Tdx => self.named.keys().any(|k| k.starts_with("tdx.")),
+            TeeKind::Snp => self.named.keys().any(|k| k.starts_with("snp.")),
+            TeeKind::Tdx => self.named.keys().any(|k| k.starts_with("tdx.")),
+            TeeKind::None => false,
         }
     }
 
@@ -428,16 +431,17 @@ impl ReferenceValues {
     /// before the software counts as recognized: the launch measurement for
     /// SNP, MRTD and RTMR0..2 for TDX, the realm initial measurement for CCA.
     /// Returns the names missing from these values.
-    pub fn missing_launch_identity(&self, tee: crate::Tee) -> Vec<&'static str> {
+    pub fn missing_launch_identity(&self, tee: TeeKind) -> Vec<&'static str> {
         let required: &[&'static str] = match tee {
-            crate::Tee::Snp => &["snp.measurement"],
-            crate::Tee::Tdx => &["tdx.mr_td", "tdx.rtmr0", "tdx.rtmr1", "tdx.rtmr2"],
-            crate::Tee::Cca | crate::Tee::Sim => {
+            TeeKind::Snp => &["snp.measurement"],
+            TeeKind::Tdx => &["tdx.mr_td", "tdx.rtmr0", "tdx.rtmr1", "tdx.rtmr2"],
+            TeeKind::Cca | TeeKind::Sim => {
                 if !self.cca_realm.is_empty() {
                     return Vec::new();
                 }
                 &["cca-realm-initial-measurement"]
             }
+            TeeKind::None => &[],
         };
         required
             .iter()
@@ -522,22 +526,22 @@ mod tests {
     fn the_launch_identity_set_per_tee() {
         let rv = |t: &str| ReferenceValues::parse(t).unwrap();
         let only_mrtd = rv(r#"{"named": {"tdx.mr_td": ["00"]}}"#);
-        assert!(only_mrtd.mentions(crate::Tee::Tdx));
+        assert!(only_mrtd.mentions(TeeKind::Tdx));
         assert_eq!(
-            only_mrtd.missing_launch_identity(crate::Tee::Tdx),
+            only_mrtd.missing_launch_identity(TeeKind::Tdx),
             ["tdx.rtmr0", "tdx.rtmr1", "tdx.rtmr2"]
         );
         let full = rv(
             r#"{"named": {"tdx.mr_td": ["00"], "tdx.rtmr0": ["00"], "tdx.rtmr1": ["00"], "tdx.rtmr2": ["00"]}}"#,
         );
-        assert!(full.missing_launch_identity(crate::Tee::Tdx).is_empty());
+        assert!(full.missing_launch_identity(TeeKind::Tdx).is_empty());
         let host_data = rv(r#"{"named": {"snp.host_data": ["00"]}}"#);
         assert_eq!(
-            host_data.missing_launch_identity(crate::Tee::Snp),
+            host_data.missing_launch_identity(TeeKind::Snp),
             ["snp.measurement"]
         );
-        assert!(!host_data.mentions(crate::Tee::Tdx));
+        assert!(!host_data.mentions(TeeKind::Tdx));
         let cca = rv(r#"{"cca": {"realm": [{"initial-measurement": "00"}]}}"#);
-        assert!(cca.missing_launch_identity(crate::Tee::Cca).is_empty());
+        assert!(cca.missing_launch_identity(TeeKind::Cca).is_empty());
     }
 }

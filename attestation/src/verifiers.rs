@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use crate::appraisal::{EvidenceVerifier, VerifiedEvidence, VerifyContext};
-use crate::{snp, tdx, Category, Check, Error, Tee};
+use crate::{snp, tdx, Category, Check, Error, TeeKind};
 
 /// SEV-SNP evidence: a raw attestation report (certificates from the
 /// collateral directory) or Trustee's SNP evidence JSON.
@@ -28,7 +28,7 @@ impl SnpEvidenceVerifier {
     /// [`skipped`](Self::skipped).
     pub fn new(dir: Option<&Path>) -> Result<Self, Error> {
         let verifier = snp::SnpVerifier::builtin().map_err(|e| Error::Evidence {
-            tee: Tee::Snp,
+            tee: TeeKind::Snp,
             source: Box::new(e),
         })?;
         let mut certs = Vec::new();
@@ -181,7 +181,7 @@ fn claim_category(claim: &str) -> Category {
 impl EvidenceVerifier for SnpEvidenceVerifier {
     fn verify(&self, evidence: &[u8], ctx: &VerifyContext<'_>) -> Result<VerifiedEvidence, Error> {
         let unusable = |e: snp::SnpError| Error::Evidence {
-            tee: Tee::Snp,
+            tee: TeeKind::Snp,
             source: Box::new(e),
         };
         let (report, certs) = if evidence.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
@@ -236,11 +236,11 @@ impl EvidenceVerifier for SnpEvidenceVerifier {
         // VMPL and debug policy (report_data and host_data are compared by the Verifier).
         let failures = snp::check_claims(&claims, &snp::SnpConfig::default()).map_err(unusable)?;
         let fields = (
-            hex_claim(Tee::Snp, "report_data", &claims.report_data)?,
-            hex_claim(Tee::Snp, "host_data", &claims.host_data)?,
+            hex_claim(TeeKind::Snp, "report_data", &claims.report_data)?,
+            hex_claim(TeeKind::Snp, "host_data", &claims.host_data)?,
         );
         Ok(finish(
-            Tee::Snp,
+            TeeKind::Snp,
             checks,
             failures,
             claims.to_json(),
@@ -271,7 +271,7 @@ fn tdx_claim_failures(
 
 /// A hex claim the SNP/TDX verifier produced, as bytes; a claim that is not
 /// hex is a verifier bug, reported as unusable evidence rather than hidden.
-fn hex_claim(tee: Tee, name: &str, value: &str) -> Result<Vec<u8>, Error> {
+fn hex_claim(tee: TeeKind, name: &str, value: &str) -> Result<Vec<u8>, Error> {
     hex::decode(value).map_err(|e| {
         Error::Input(format!(
             "{tee} claim {name} is not hex ({e}); expected hex bytes"
@@ -285,7 +285,7 @@ fn hex_claim(tee: Tee, name: &str, value: &str) -> Result<Vec<u8>, Error> {
 /// the report_data / initdata fields are handed to the Verifier's common
 /// checks.
 fn finish(
-    tee: Tee,
+    tee: TeeKind,
     mut checks: Vec<Check>,
     failures: Vec<crate::Failure>,
     claims: serde_json::Value,
@@ -314,10 +314,10 @@ fn finish(
 }
 
 fn failed(check: Check) -> VerifiedEvidence {
-    failed_for(Tee::Snp, check)
+    failed_for(TeeKind::Snp, check)
 }
 
-fn failed_for(tee: Tee, check: Check) -> VerifiedEvidence {
+fn failed_for(tee: TeeKind, check: Check) -> VerifiedEvidence {
     VerifiedEvidence {
         tee,
         simulated: false,
@@ -346,7 +346,7 @@ impl TdxEvidenceVerifier {
     pub fn new(dir: Option<&Path>) -> Result<Self, Error> {
         let collateral = match dir {
             Some(d) => tdx::CollateralStore::from_dir(d).map_err(|e| Error::Evidence {
-                tee: Tee::Tdx,
+                tee: TeeKind::Tdx,
                 source: Box::new(e),
             })?,
             None => tdx::CollateralStore::new(),
@@ -400,7 +400,7 @@ pub fn unwrap_tdx_evidence(evidence: &[u8]) -> Result<TdxEvidence<'_>, tdx::TdxE
 impl EvidenceVerifier for TdxEvidenceVerifier {
     fn verify(&self, evidence: &[u8], ctx: &VerifyContext<'_>) -> Result<VerifiedEvidence, Error> {
         let unusable = |e: tdx::TdxError| Error::Evidence {
-            tee: Tee::Tdx,
+            tee: TeeKind::Tdx,
             source: Box::new(e),
         };
         let (quote, json_log) = unwrap_tdx_evidence(evidence).map_err(unusable)?;
@@ -420,7 +420,7 @@ impl EvidenceVerifier for TdxEvidenceVerifier {
             Ok(c) => c,
             Err(e @ tdx::TdxError::Signature(_)) => {
                 return Ok(failed_for(
-                    Tee::Tdx,
+                    TeeKind::Tdx,
                     Check::new(
                         "tdx quote signature",
                         Category::Signature,
@@ -433,13 +433,13 @@ impl EvidenceVerifier for TdxEvidenceVerifier {
             // dcap-qvl refuses a Revoked TCB outright: contraindicated.
             Err(tdx::TdxError::Verification(m)) if m.contains("TCB") => {
                 return Ok(failed_for(
-                    Tee::Tdx,
+                    TeeKind::Tdx,
                     Check::new("tcb_status", Category::TcbRevoked, false, "not Revoked", m),
                 ))
             }
             Err(e @ tdx::TdxError::Verification(_)) => {
                 return Ok(failed_for(
-                    Tee::Tdx,
+                    TeeKind::Tdx,
                     Check::new(
                         "tdx collateral",
                         Category::TrustAnchor,
@@ -493,11 +493,11 @@ impl EvidenceVerifier for TdxEvidenceVerifier {
             ));
         }
         let fields = (
-            hex_claim(Tee::Tdx, "report_data", &claims.report_data)?,
-            hex_claim(Tee::Tdx, "mr_config_id", &claims.mr_config_id)?,
+            hex_claim(TeeKind::Tdx, "report_data", &claims.report_data)?,
+            hex_claim(TeeKind::Tdx, "mr_config_id", &claims.mr_config_id)?,
         );
         Ok(finish(
-            Tee::Tdx,
+            TeeKind::Tdx,
             checks,
             failures,
             claims.to_json(),

@@ -6,7 +6,7 @@ use cloister_attestation::cca::{
 };
 use cloister_attestation::ear::{verify_jwt, EarIssuer, Submod};
 use cloister_attestation::{
-    Category, ReferenceValues, ReportData, Status, Tee, Verifier, VerifierConfig,
+    Category, ReferenceValues, ReportData, Status, TeeKind, Verifier, VerifierConfig,
 };
 
 fn spec(coll: Collection, cose_key: bool) -> TokenSpec {
@@ -240,7 +240,7 @@ fn sim_tokens_are_marked_simulated() {
     // Refused by default ...
     let v = sim_verifier(anchor(&cpak, &s, true), false, rv.clone());
     let a = v
-        .appraise(Tee::Sim, &tok, Some(nonce), Some(&[0x17; 64]), 0)
+        .appraise(TeeKind::Sim, &tok, Some(nonce), Some(&[0x17; 64]), 0)
         .unwrap();
     assert!(a.simulated);
     assert_eq!(a.status, Status::Contraindicated);
@@ -253,7 +253,7 @@ fn sim_tokens_are_marked_simulated() {
     // never rated as hardware: warning at best.
     let v = sim_verifier(anchor(&cpak, &s, true), true, rv.clone());
     let a = v
-        .appraise(Tee::Sim, &tok, Some(nonce), Some(&[0x17; 64]), 0)
+        .appraise(TeeKind::Sim, &tok, Some(nonce), Some(&[0x17; 64]), 0)
         .unwrap();
     assert_eq!(a.status, Status::Warning, "{:#?}", a.failures);
     assert_eq!(a.trust_vector["hardware"], 32);
@@ -262,11 +262,13 @@ fn sim_tokens_are_marked_simulated() {
     assert!(a.failures.is_empty(), "{:#?}", a.failures);
     // Sim evidence against a hardware trust anchor is not sim.
     let v = sim_verifier(anchor(&cpak, &s, false), true, rv.clone());
-    let a = v.appraise(Tee::Sim, &tok, Some(nonce), None, 0).unwrap();
+    let a = v
+        .appraise(TeeKind::Sim, &tok, Some(nonce), None, 0)
+        .unwrap();
     assert_eq!(a.status, Status::Contraindicated);
     // The same token as CCA with a hardware anchor: affirming.
     let a = v
-        .appraise(Tee::Cca, &tok, Some(nonce), Some(&[0x17; 64]), 0)
+        .appraise(TeeKind::Cca, &tok, Some(nonce), Some(&[0x17; 64]), 0)
         .unwrap();
     assert_eq!(a.status, Status::Affirming, "{:#?}", a.failures);
 }
@@ -281,7 +283,7 @@ fn wrong_nonce_and_wrong_initdata_are_named() {
     // A 32-byte nonce is zero-padded to 64 bytes before comparison.
     let a = v
         .appraise(
-            Tee::Cca,
+            TeeKind::Cca,
             &tok,
             Some(ReportData::from_padded(&[0x42; 32]).unwrap()),
             Some(&[9; 32]),
@@ -309,7 +311,7 @@ fn reference_value_mismatch_names_the_measurement() {
     ))
     .unwrap();
     let v = sim_verifier(anchor(&cpak, &s, false), false, rv);
-    let a = v.appraise(Tee::Cca, &tok, None, None, 0).unwrap();
+    let a = v.appraise(TeeKind::Cca, &tok, None, None, 0).unwrap();
     assert_eq!(a.status, Status::Warning);
     assert_eq!(a.trust_vector["executables"], 33);
     let names: Vec<_> = a.failures.iter().map(|f| f.claim.as_str()).collect();
@@ -334,7 +336,7 @@ fn ear_jwt_carries_submods_and_runtime_data() {
     let v = sim_verifier(anchor(&cpak, &s, false), false, ReferenceValues::default());
     let a = v
         .appraise(
-            Tee::Cca,
+            TeeKind::Cca,
             &tok,
             Some(ReportData([0x42; 64])),
             None,
@@ -487,7 +489,7 @@ fn reference_values_are_graded_per_category_and_must_identify_the_launch() {
             hex::encode([0x17; 64])
         ),
     );
-    let a = v.appraise(Tee::Cca, &tok, None, None, 0).unwrap();
+    let a = v.appraise(TeeKind::Cca, &tok, None, None, 0).unwrap();
     assert_eq!(a.status, Status::Warning);
     assert_eq!(a.trust_vector["executables"], 33);
     assert_eq!(a.trust_vector["configuration"], 2);
@@ -506,7 +508,7 @@ fn reference_values_are_graded_per_category_and_must_identify_the_launch() {
         &s,
         &format!(r#"{{"named": {{"cca-realm-initial-measurement": ["{rim}"]}}}}"#),
     );
-    let a = v.appraise(Tee::Cca, &tok, None, None, 0).unwrap();
+    let a = v.appraise(TeeKind::Cca, &tok, None, None, 0).unwrap();
     assert_eq!(a.status, Status::Affirming, "{:#?}", a.failures);
 }
 
@@ -519,7 +521,7 @@ fn a_platform_lifecycle_other_than_secured_is_contraindicated() {
     s.platform.lifecycle = 0x4000;
     let tok = cca::build(&s, &cpak, &rak).unwrap();
     let v = cca_verifier(&cpak, &s, "{}");
-    let a = v.appraise(Tee::Cca, &tok, None, None, 0).unwrap();
+    let a = v.appraise(TeeKind::Cca, &tok, None, None, 0).unwrap();
     assert_eq!(a.status, Status::Contraindicated, "{:#?}", a.failures);
     assert_eq!(a.trust_vector["configuration"], 96);
     assert_eq!(a.trust_vector["runtime-opaque"], 96);
@@ -547,7 +549,7 @@ fn named_reference_value_sets_report_which_matched() {
             set(0x44)
         ),
     );
-    let a = v.appraise(Tee::Cca, &tok, None, None, 0).unwrap();
+    let a = v.appraise(TeeKind::Cca, &tok, None, None, 0).unwrap();
     assert_eq!(a.reference_value_sets, ["web"]);
     assert_eq!(a.status, Status::Affirming, "{:#?}", a.failures);
     // No set matches: an executables failure naming each set.
@@ -556,7 +558,7 @@ fn named_reference_value_sets_report_which_matched() {
         &s,
         &format!(r#"{{"sets": {{"db": {}}}}}"#, set(0x44)),
     );
-    let a = v.appraise(Tee::Cca, &tok, None, None, 0).unwrap();
+    let a = v.appraise(TeeKind::Cca, &tok, None, None, 0).unwrap();
     assert!(a.reference_value_sets.is_empty());
     assert_eq!(a.status, Status::Warning);
     let f = a

@@ -2,7 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 use cloister_attestation::cca::{self, Collection, PlatformClaims, RealmClaims, TrustAnchorStore};
-use cloister_attestation::{Category, ReferenceValues, Status, Tee, Verifier, VerifierConfig};
+use cloister_attestation::{Category, ReferenceValues, Status, TeeKind, Verifier, VerifierConfig};
 
 const TD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/cca/");
 
@@ -243,7 +243,7 @@ fn token_01_appraises_ok_against_rv_json() {
     let nonce = cloister_attestation::ReportData([0xab; 64]);
     let a = v
         .appraise(
-            Tee::Cca,
+            TeeKind::Cca,
             &read("ccatoken-cca-token-01.cbor"),
             Some(nonce),
             None,
@@ -263,7 +263,7 @@ fn trustee_example_token_against_trustee_rvstore() {
     let v = verifier("trustee-tastore.json", Some("trustee-rvstore.json"));
     let a = v
         .appraise(
-            Tee::Cca,
+            TeeKind::Cca,
             &read("trustee-cca-example-token.cbor"),
             None,
             None,
@@ -274,7 +274,7 @@ fn trustee_example_token_against_trustee_rvstore() {
     // The stale challenge is not the nonce we expect: freshness fails.
     let a = v
         .appraise(
-            Tee::Cca,
+            TeeKind::Cca,
             &read("trustee-cca-example-token.cbor"),
             Some(cloister_attestation::ReportData([7; 64])),
             None,
@@ -291,7 +291,13 @@ fn trustee_example_token_against_trustee_rvstore() {
 fn bug_33_is_contraindicated_naming_the_binding() {
     let v = verifier("ccatoken-ta-tfa.json", None);
     let a = v
-        .appraise(Tee::Cca, &read("ccatoken-bug-33-repro.cbor"), None, None, 0)
+        .appraise(
+            TeeKind::Cca,
+            &read("ccatoken-bug-33-repro.cbor"),
+            None,
+            None,
+            0,
+        )
         .unwrap();
     assert_eq!(a.status, Status::Contraindicated);
     assert_eq!(a.trust_vector["instance-identity"], 99);
@@ -306,7 +312,13 @@ fn bug_33_is_contraindicated_naming_the_binding() {
 fn ta_02_bad_is_a_crypto_failure() {
     let v = verifier("ccatoken-ta-02-bad.json", None);
     let a = v
-        .appraise(Tee::Cca, &read("ccatoken-cca-token-02.cbor"), None, None, 0)
+        .appraise(
+            TeeKind::Cca,
+            &read("ccatoken-cca-token-02.cbor"),
+            None,
+            None,
+            0,
+        )
         .unwrap();
     assert_eq!(a.status, Status::Contraindicated);
     assert_eq!(a.trust_vector["instance-identity"], 99);
@@ -318,7 +330,13 @@ fn unknown_root_is_unrecognized_instance() {
     // cca-token-01 against the P-256 store of another platform.
     let v = verifier("ccatoken-ta-02-ok.json", None);
     let a = v
-        .appraise(Tee::Cca, &read("ccatoken-cca-token-01.cbor"), None, None, 0)
+        .appraise(
+            TeeKind::Cca,
+            &read("ccatoken-cca-token-01.cbor"),
+            None,
+            None,
+            0,
+        )
         .unwrap();
     assert_eq!(a.status, Status::Contraindicated);
     assert_eq!(a.trust_vector["instance-identity"], 97);
@@ -331,7 +349,7 @@ fn trustee_evidence_json_wrapper_is_accepted() {
     let json = serde_json::json!({"token": tok}).to_string();
     let v = verifier("ccatoken-ta-tfa.json", None);
     let a = v
-        .appraise(Tee::Cca, json.as_bytes(), None, None, 0)
+        .appraise(TeeKind::Cca, json.as_bytes(), None, None, 0)
         .unwrap();
     assert!(a.failures.is_empty(), "{:#?}", a.failures);
 }

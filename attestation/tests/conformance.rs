@@ -15,7 +15,7 @@ use cloister_attestation::cca::{
     self, Collection, SigAlg, SigningKey, TokenSpec, TrustAnchor, TrustAnchorStore,
 };
 use cloister_attestation::verifiers::{SnpEvidenceVerifier, TdxEvidenceVerifier};
-use cloister_attestation::{Category, ReportData, Status, Tee, Verifier, VerifierConfig};
+use cloister_attestation::{Category, ReportData, Status, TeeKind, Verifier, VerifierConfig};
 
 fn td(dir: &str, name: &str) -> Vec<u8> {
     std::fs::read(format!(
@@ -28,7 +28,7 @@ fn td(dir: &str, name: &str) -> Vec<u8> {
 /// One implementation under test.
 struct Subject {
     name: &'static str,
-    tee: Tee,
+    tee: TeeKind,
     verifier: Verifier,
     evidence: Vec<u8>,
     /// The report data the genuine evidence carries.
@@ -58,7 +58,11 @@ fn cca_subject(simulated: bool) -> Subject {
     let n = tok.len();
     Subject {
         name: if simulated { "sim" } else { "cca" },
-        tee: if simulated { Tee::Sim } else { Tee::Cca },
+        tee: if simulated {
+            TeeKind::Sim
+        } else {
+            TeeKind::Cca
+        },
         verifier: Verifier::new(VerifierConfig {
             cca_trust_anchors: store,
             allow_simulated: simulated,
@@ -93,10 +97,10 @@ fn snp_subject() -> Subject {
     let rd = ReportData::from_padded(&report[0x50..0x90]).unwrap();
     Subject {
         name: "snp",
-        tee: Tee::Snp,
+        tee: TeeKind::Snp,
         verifier: Verifier::new(VerifierConfig::default())
             .unwrap()
-            .with_verifier(Tee::Snp, Arc::new(backend)),
+            .with_verifier(TeeKind::Snp, Arc::new(backend)),
         evidence: report,
         report_data: rd,
         // MEASUREMENT (0x90..0xC0), inside the signed body.
@@ -119,10 +123,10 @@ fn tdx_subject() -> Subject {
     let q = cloister_attestation::tdx::Quote::parse(&quote).unwrap();
     Subject {
         name: "tdx",
-        tee: Tee::Tdx,
+        tee: TeeKind::Tdx,
         verifier: Verifier::new(VerifierConfig::default())
             .unwrap()
-            .with_verifier(Tee::Tdx, Arc::new(backend)),
+            .with_verifier(TeeKind::Tdx, Arc::new(backend)),
         evidence: quote,
         report_data: ReportData(q.report_data),
         // MRTD in the TD report body (header 48 + 136), signed by the quote.

@@ -10,7 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use cloister_attestation::cca::TrustAnchorStore;
 use cloister_attestation::ear::{EarIssuer, Submod, ANNOTATED_EVIDENCE, EAR_PROFILE};
-use cloister_attestation::{ReferenceValues, ReportData, Tee, Verifier, VerifierConfig};
+use cloister_attestation::{ReferenceValues, ReportData, TeeKind, Verifier, VerifierConfig};
 use serde_json::Value;
 
 fn read(p: &str) -> String {
@@ -49,7 +49,13 @@ fn jwt_payload_uses_trustee_claim_names() {
         .unwrap()
         .as_secs() as i64;
     let a = v
-        .appraise(Tee::Cca, &token, Some(ReportData([0xab; 64])), None, now)
+        .appraise(
+            TeeKind::Cca,
+            &token,
+            Some(ReportData([0xab; 64])),
+            None,
+            now,
+        )
         .unwrap();
     assert!(a.affirming(), "{:?}", a.failures);
     let issuer = EarIssuer::generate();

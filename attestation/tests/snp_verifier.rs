@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use cloister_attestation::verifiers::SnpEvidenceVerifier;
-use cloister_attestation::{Tee, Verifier, VerifierConfig};
+use cloister_attestation::{TeeKind, Verifier, VerifierConfig};
 
 fn td(dir: &str, name: &str) -> Vec<u8> {
     std::fs::read(format!(
@@ -48,10 +48,10 @@ fn collateral_dir_takes_certificates_and_skips_the_rest() {
 
     let v = Verifier::new(VerifierConfig::default())
         .unwrap()
-        .with_verifier(Tee::Snp, Arc::new(backend));
+        .with_verifier(TeeKind::Snp, Arc::new(backend));
     let report = td("snp", "virtee-sev-report_milan.bin");
     let a = v
-        .appraise(Tee::Snp, &report, None, None, JUNE_2025)
+        .appraise(TeeKind::Snp, &report, None, None, JUNE_2025)
         .unwrap();
     for claim in ["snp endorsement chain", "snp report signature"] {
         let c = a.checks.iter().find(|c| c.claim == claim).unwrap();
@@ -76,7 +76,7 @@ fn backend_with(certs: &[&str], rv: &str) -> Verifier {
         ..Default::default()
     })
     .unwrap()
-    .with_verifier(Tee::Snp, Arc::new(backend))
+    .with_verifier(TeeKind::Snp, Arc::new(backend))
 }
 
 #[test]
@@ -87,7 +87,7 @@ fn a_tcb_below_the_floor_is_contraindicated_and_named() {
         r#"{"snp_min_tcb": {"bootloader": 255}}"#,
     );
     let a = v
-        .appraise(Tee::Snp, &report, None, None, JUNE_2025)
+        .appraise(TeeKind::Snp, &report, None, None, JUNE_2025)
         .unwrap();
     assert_eq!(a.status, cloister_attestation::Status::Contraindicated);
     assert_eq!(a.trust_vector["hardware"], 96);
@@ -101,7 +101,7 @@ fn a_tcb_below_the_floor_is_contraindicated_and_named() {
     // At or above the floor: the TCB checks pass.
     let v = backend_with(&["virtee-sev-vcek_milan.der"], r#"{"snp_min_tcb": {}}"#);
     let a = v
-        .appraise(Tee::Snp, &report, None, None, JUNE_2025)
+        .appraise(TeeKind::Snp, &report, None, None, JUNE_2025)
         .unwrap();
     for name in ["snp reported_tcb", "snp committed_tcb", "snp launch_tcb"] {
         let c = a.checks.iter().find(|c| c.claim == name).unwrap();
@@ -116,7 +116,7 @@ fn a_report_at_vmpl_above_zero_is_contraindicated() {
     let report = td("snp", "trustee-test-vlek-report.bin");
     let v = backend_with(&["trustee-test-vlek.der"], "{}");
     let a = v
-        .appraise(Tee::Snp, &report, None, None, JUNE_2025)
+        .appraise(TeeKind::Snp, &report, None, None, JUNE_2025)
         .unwrap();
     let f = a.checks.iter().find(|c| c.claim == "vmpl").unwrap();
     assert!(!f.ok);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use cloister_attestation::verifiers::TdxEvidenceVerifier;
 use cloister_attestation::{
-    Category, ReferenceValues, ReportData, Status, Tee, Verifier, VerifierConfig,
+    Category, ReferenceValues, ReportData, Status, TeeKind, Verifier, VerifierConfig,
 };
 
 fn td(name: &str) -> Vec<u8> {
@@ -45,7 +45,7 @@ fn verifier(tag: &str, mr_td: &str) -> Verifier {
         ..Default::default()
     })
     .unwrap()
-    .with_verifier(Tee::Tdx, Arc::new(backend))
+    .with_verifier(TeeKind::Tdx, Arc::new(backend))
 }
 
 /// Reference values that identify the quote's launch: MRTD (as given) and
@@ -72,10 +72,10 @@ fn mrtd_alone_does_not_identify_the_launch() {
         ..Default::default()
     })
     .unwrap()
-    .with_verifier(Tee::Tdx, Arc::new(backend));
+    .with_verifier(TeeKind::Tdx, Arc::new(backend));
     let a = v
         .appraise(
-            Tee::Tdx,
+            TeeKind::Tdx,
             &td("dcap-qvl-tdx_quote"),
             Some(quote_report_data()),
             Some(&[]),
@@ -108,7 +108,7 @@ fn up_to_date_quote_is_affirming() {
     let rd = quote_report_data();
     let a = v
         .appraise(
-            Tee::Tdx,
+            TeeKind::Tdx,
             &td("dcap-qvl-tdx_quote"),
             Some(rd),
             Some(&[]),
@@ -152,7 +152,7 @@ fn wrong_nonce_mrconfigid_and_mrtd_are_named() {
     let v = verifier("nonce", &"00".repeat(48));
     let a = v
         .appraise(
-            Tee::Tdx,
+            TeeKind::Tdx,
             &td("dcap-qvl-tdx_quote"),
             Some(ReportData([0x11; 64])),
             Some(&[0x22; 32]),
@@ -173,7 +173,7 @@ fn outdated_quote_is_not_affirming() {
     let v = verifier("outdated", MR_TD);
     let a = v
         .appraise(
-            Tee::Tdx,
+            TeeKind::Tdx,
             &td("dcap-qvl-tdx_quote_outdated"),
             None,
             None,
@@ -195,7 +195,7 @@ fn expired_collateral_and_missing_collateral() {
     let v = verifier("expired", MR_TD);
     let a = v
         .appraise(
-            Tee::Tdx,
+            TeeKind::Tdx,
             &td("dcap-qvl-tdx_quote"),
             None,
             None,
@@ -207,9 +207,12 @@ fn expired_collateral_and_missing_collateral() {
     // No collateral for the quote's platform: unusable input naming the fix.
     let v = Verifier::new(VerifierConfig::default())
         .unwrap()
-        .with_verifier(Tee::Tdx, Arc::new(TdxEvidenceVerifier::new(None).unwrap()));
+        .with_verifier(
+            TeeKind::Tdx,
+            Arc::new(TdxEvidenceVerifier::new(None).unwrap()),
+        );
     let e = v
-        .appraise(Tee::Tdx, &td("dcap-qvl-tdx_quote"), None, None, NOW_V4)
+        .appraise(TeeKind::Tdx, &td("dcap-qvl-tdx_quote"), None, None, NOW_V4)
         .unwrap_err();
     let msg = format!(
         "{e:#} {:?}",
@@ -218,7 +221,7 @@ fn expired_collateral_and_missing_collateral() {
     assert!(msg.contains("--collateral-dir"), "{msg}");
     // Not a quote at all: unusable.
     assert!(v
-        .appraise(Tee::Tdx, b"not a quote", None, None, NOW_V4)
+        .appraise(TeeKind::Tdx, b"not a quote", None, None, NOW_V4)
         .is_err());
 }
 
@@ -237,9 +240,11 @@ fn event_log_is_replayed_against_the_rtmrs() {
     std::fs::remove_dir_all(&dir).unwrap();
     let v = Verifier::new(VerifierConfig::default())
         .unwrap()
-        .with_verifier(Tee::Tdx, Arc::new(backend.clone()));
+        .with_verifier(TeeKind::Tdx, Arc::new(backend.clone()));
     let quote = td("dcap-qvl-tdx_quote");
-    let a = v.appraise(Tee::Tdx, &quote, None, None, NOW_V4).unwrap();
+    let a = v
+        .appraise(TeeKind::Tdx, &quote, None, None, NOW_V4)
+        .unwrap();
     assert_ne!(a.status, Status::Affirming);
     let q = cloister_attestation::tdx::Quote::parse(&quote).unwrap();
     let f0 = a.failures.iter().find(|f| f.claim == "rtmr0").unwrap();
@@ -261,9 +266,9 @@ fn event_log_is_replayed_against_the_rtmrs() {
     junk.truncate(40);
     let v = Verifier::new(VerifierConfig::default())
         .unwrap()
-        .with_verifier(Tee::Tdx, Arc::new(backend.with_event_log(junk)));
+        .with_verifier(TeeKind::Tdx, Arc::new(backend.with_event_log(junk)));
     let e = v
-        .appraise(Tee::Tdx, &quote, None, None, NOW_V4)
+        .appraise(TeeKind::Tdx, &quote, None, None, NOW_V4)
         .unwrap_err();
     assert!(e.to_string().contains("CCEL"), "{e}");
 }
@@ -310,10 +315,10 @@ fn collateral_dir_skips_files_that_are_not_collateral() {
         ..Default::default()
     })
     .unwrap()
-    .with_verifier(Tee::Tdx, Arc::new(backend));
+    .with_verifier(TeeKind::Tdx, Arc::new(backend));
     let a = v
         .appraise(
-            Tee::Tdx,
+            TeeKind::Tdx,
             &td("dcap-qvl-tdx_quote"),
             Some(quote_report_data()),
             Some(&[]),
@@ -340,9 +345,9 @@ fn collateral_dir_skips_files_that_are_not_collateral() {
     let backend = TdxEvidenceVerifier::new(Some(&dir)).unwrap();
     let v = Verifier::new(VerifierConfig::default())
         .unwrap()
-        .with_verifier(Tee::Tdx, Arc::new(backend));
+        .with_verifier(TeeKind::Tdx, Arc::new(backend));
     let e = v
-        .appraise(Tee::Tdx, &td("dcap-qvl-tdx_quote"), None, None, NOW_V4)
+        .appraise(TeeKind::Tdx, &td("dcap-qvl-tdx_quote"), None, None, NOW_V4)
         .unwrap_err()
         .to_string();
     assert!(e.contains("no collateral for FMSPC"), "{e}");
@@ -360,7 +365,7 @@ fn trustee_evidence_json_carries_quote_and_event_log() {
     // No event log: the same verdict as the raw quote.
     let ev = serde_json::json!({"quote": b64(&quote), "cc_eventlog": null}).to_string();
     let a = v
-        .appraise(Tee::Tdx, ev.as_bytes(), Some(rd), Some(&[]), NOW_V4)
+        .appraise(TeeKind::Tdx, ev.as_bytes(), Some(rd), Some(&[]), NOW_V4)
         .unwrap();
     assert_eq!(a.status, Status::Affirming, "{:?}", a.failures);
     // The evidence's event log is replayed against the RTMRs.
@@ -370,7 +375,7 @@ fn trustee_evidence_json_carries_quote_and_event_log() {
     })
     .to_string();
     let a = v
-        .appraise(Tee::Tdx, ev.as_bytes(), Some(rd), Some(&[]), NOW_V4)
+        .appraise(TeeKind::Tdx, ev.as_bytes(), Some(rd), Some(&[]), NOW_V4)
         .unwrap();
     let f0 = a.failures.iter().find(|f| f.claim == "rtmr0").unwrap();
     assert_eq!(f0.expected, format!("{OVMF_RTMR0} (event log replay)"));
@@ -385,7 +390,7 @@ fn trustee_evidence_json_carries_quote_and_event_log() {
         ("{".to_string(), "JSON"),
     ] {
         let e = v
-            .appraise(Tee::Tdx, ev.as_bytes(), None, None, NOW_V4)
+            .appraise(TeeKind::Tdx, ev.as_bytes(), None, None, NOW_V4)
             .unwrap_err()
             .to_string();
         assert!(e.contains(why), "{ev}: {e}");

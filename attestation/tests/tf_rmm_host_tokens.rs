@@ -6,7 +6,9 @@
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
 use cloister_attestation::cca::TrustAnchorStore;
-use cloister_attestation::{ReferenceValues, ReportData, Status, Tee, Verifier, VerifierConfig};
+use cloister_attestation::{
+    ReferenceValues, ReportData, Status, TeeKind, Verifier, VerifierConfig,
+};
 
 const TD: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -67,14 +69,14 @@ fn every_reference_rmm_token_is_affirming_and_a_flipped_rim_is_not() {
         let rim = read(&format!("{name}.rim")).trim().to_owned();
         let token = std::fs::read(format!("{TD}{name}.token.cbor")).unwrap();
         let a = verifier(&rim, &rpv)
-            .appraise(Tee::Cca, &token, Some(ReportData(challenge)), None, 0)
+            .appraise(TeeKind::Cca, &token, Some(ReportData(challenge)), None, 0)
             .unwrap();
         assert_eq!(a.status, Status::Affirming, "{name}: {:#?}", a.failures);
         // One flipped bit of the expected RIM: no longer affirming.
         let mut flipped = hex::decode(&rim).unwrap();
         flipped[0] ^= 1;
         let a = verifier(&hex::encode(flipped), &rpv)
-            .appraise(Tee::Cca, &token, Some(ReportData(challenge)), None, 0)
+            .appraise(TeeKind::Cca, &token, Some(ReportData(challenge)), None, 0)
             .unwrap();
         assert_ne!(a.status, Status::Affirming, "{name} with another RIM");
     }

@@ -18,66 +18,11 @@ pub mod host;
 pub mod initdata;
 pub mod simproto;
 
+pub use cloister_tee_types::{NoEvidence, TeeKind, UnknownTee};
 pub use guest::{detect, AttestError, Attester};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
-
-/// The TEE a sandbox runs in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
-pub enum TeeKind {
-    /// No TEE: a plain VM, for development and non-confidential workloads.
-    None,
-    /// The software TEE: real CCA formats, host-signed evidence.
-    Sim,
-    /// Arm CCA Realm.
-    Cca,
-    /// AMD SEV-SNP.
-    Snp,
-    /// Intel TDX.
-    Tdx,
-}
-
-impl TeeKind {
-    /// The name used on the command line and in configuration.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TeeKind::None => "none",
-            TeeKind::Sim => "sim",
-            TeeKind::Cca => "cca",
-            TeeKind::Snp => "snp",
-            TeeKind::Tdx => "tdx",
-        }
-    }
-}
-
-impl fmt::Display for TeeKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// An unknown TEE name.
-#[derive(Debug, thiserror::Error)]
-#[error("unknown TEE {0:?}: expected one of none, sim, cca, snp, tdx")]
-pub struct UnknownTee(pub String);
-
-impl FromStr for TeeKind {
-    type Err = UnknownTee;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "none" => Ok(TeeKind::None),
-            "sim" => Ok(TeeKind::Sim),
-            "cca" => Ok(TeeKind::Cca),
-            "snp" => Ok(TeeKind::Snp),
-            "tdx" => Ok(TeeKind::Tdx),
-            other => Err(UnknownTee(other.to_owned())),
-        }
-    }
-}
 
 /// Everything that determines what a guest is at launch, and so what it
 /// measures.

@@ -1,6 +1,6 @@
 //! End to end with the key broker as users run it: `cloister kbs serve` as
 //! its own process on 127.0.0.1, administered with `cloister kbs admin`,
-//! and a secret fetched with `cloister attest --tee sim` (this host's sim
+//! and a secret fetched with `cloister attest --attester sim` (this host's sim
 //! platform: a software RMM signing CCA tokens with the sim platform key).
 //! Covers persistence across a restart, a policy refusal, HTTPS with a
 //! configured certificate, and SNP/TDX evidence reaching their verifiers.
@@ -111,7 +111,7 @@ impl Setup {
             "attest",
             "--kbs",
             url,
-            "--tee",
+            "--attester",
             "sim",
             "--resource",
             resource,

@@ -21,7 +21,7 @@ use cloister_attestation::cca::TrustAnchorStore;
 use cloister_attestation::ear::{EarIssuer, Submod};
 use cloister_attestation::verifiers::{SnpEvidenceVerifier, TdxEvidenceVerifier};
 use cloister_attestation::{
-    Appraisal, Failure, ReferenceValues, ReportData, Tee as VTee, Verifier, VerifierConfig,
+    Appraisal, Failure, ReferenceValues, ReportData, TeeKind, Verifier, VerifierConfig,
 };
 use cloister_kbs_client::jwe::{p256_from_xy, ALG_ECDH_ES_A256KW, ALG_RSA_OAEP_256};
 use cloister_kbs_client::{report_data, ResourcePath};
@@ -100,8 +100,8 @@ fn build_verifier(
     let snp = SnpEvidenceVerifier::new(collateral_dir).map_err(|e| format!("SNP verifier: {e}"))?;
     let tdx = TdxEvidenceVerifier::new(collateral_dir).map_err(|e| format!("TDX verifier: {e}"))?;
     Ok(verifier
-        .with_verifier(VTee::Snp, Arc::new(snp))
-        .with_verifier(VTee::Tdx, Arc::new(tdx)))
+        .with_verifier(TeeKind::Snp, Arc::new(snp))
+        .with_verifier(TeeKind::Tdx, Arc::new(tdx)))
 }
 
 fn now_secs() -> i64 {
@@ -640,11 +640,11 @@ fn session_problem(e: SessionError) -> Problem {
 /// The verifier's TEE for a protocol TEE: exhaustive, so a new protocol
 /// TEE is refused by name instead of being verified as another kind.
 /// (`Sample` has its own insecure path and is not a verifier TEE.)
-pub fn verifier_tee(tee: Tee) -> Option<VTee> {
+pub fn verifier_tee(tee: Tee) -> Option<TeeKind> {
     match tee {
-        Tee::Cca => Some(VTee::Cca),
-        Tee::Snp => Some(VTee::Snp),
-        Tee::Tdx => Some(VTee::Tdx),
+        Tee::Cca => Some(TeeKind::Cca),
+        Tee::Snp => Some(TeeKind::Snp),
+        Tee::Tdx => Some(TeeKind::Tdx),
         Tee::AzSnpVtpm
         | Tee::AzTdxVtpm
         | Tee::Nvidia
@@ -719,7 +719,7 @@ fn sample_appraisal(evidence: &Value, expected: &[u8; 64]) -> Result<Appraisal, 
     tv.insert("instance-identity".to_string(), if ok { 2 } else { 96 });
     tv.insert("hardware".to_string(), 32);
     Ok(Appraisal {
-        tee: VTee::Sim,
+        tee: TeeKind::Sim,
         status: if ok {
             Status::Warning
         } else {
@@ -1454,9 +1454,9 @@ mod tests {
 
     #[test]
     fn every_protocol_tee_maps_to_a_verifier_or_is_refused() {
-        assert_eq!(verifier_tee(Tee::Cca), Some(VTee::Cca));
-        assert_eq!(verifier_tee(Tee::Snp), Some(VTee::Snp));
-        assert_eq!(verifier_tee(Tee::Tdx), Some(VTee::Tdx));
+        assert_eq!(verifier_tee(Tee::Cca), Some(TeeKind::Cca));
+        assert_eq!(verifier_tee(Tee::Snp), Some(TeeKind::Snp));
+        assert_eq!(verifier_tee(Tee::Tdx), Some(TeeKind::Tdx));
         // No fallback to TDX for TEEs we do not verify.
         for t in [Tee::Sgx, Tee::AzTdxVtpm, Tee::Csv, Tee::Tpm, Tee::Sample] {
             assert_eq!(verifier_tee(t), None, "{t}");

@@ -11,7 +11,7 @@
 //! and signed (ES384 with `aws-lc-rs`, whose assembly P-384 signs about
 //! three times faster than `ring`'s) per call.
 //!
-//! For tests, the load generator and `cloister attest --tee test`; the sim
+//! For tests, the load generator and `cloister attest --attester test`; the sim
 //! backend's own attester replaces it for real sim guests.
 
 use std::sync::Arc;

@@ -23,11 +23,13 @@ pub struct AttestArgs {
     /// KBS base URL.
     #[arg(long, value_name = "URL")]
     kbs: String,
-    /// Attester: `sim` (this host's sim platform; register its trust anchor
-    /// from `cloister sim trust-anchor` with the KBS) or, in builds with the
-    /// `testing` feature, `test` (published Trustee test keys).
+    /// Who signs the evidence: `sim` (this host's sim platform; register
+    /// its trust anchor from `cloister sim trust-anchor` with the KBS) or,
+    /// in builds with the `testing` feature, `test` (published Trustee test
+    /// keys). Not `--tee`: both make sim-format CCA evidence, and `--tee`
+    /// names a TEE everywhere else.
     #[arg(long, value_enum, default_value = "sim")]
-    tee: AttesterKind,
+    attester: AttesterKind,
     /// Resource to fetch, REPO/TYPE/TAG.
     #[arg(long, value_name = "REPO/TYPE/TAG")]
     resource: ResourcePath,
@@ -99,7 +101,7 @@ pub fn run(a: AttestArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let secret = match a.tee {
+    let secret = match a.attester {
         AttesterKind::Sim => {
             let opts = HostOptions::from_env();
             let platform = SimPlatform::load_or_create(&opts.config_dir)?;

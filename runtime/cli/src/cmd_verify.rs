@@ -10,13 +10,15 @@ use clap::Args;
 use cloister_attestation::cca::TrustAnchorStore;
 use cloister_attestation::ear::{EarIssuer, Submod};
 use cloister_attestation::verifiers::{SnpEvidenceVerifier, TdxEvidenceVerifier};
-use cloister_attestation::{ReferenceValues, ReportData, Status, Tee, Verifier, VerifierConfig};
+use cloister_attestation::{
+    ReferenceValues, ReportData, Status, TeeKind, Verifier, VerifierConfig,
+};
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// Kind of evidence: cca, snp, tdx or sim.
-    #[arg(long, value_enum)]
-    tee: Tee,
+    #[arg(long, value_parser = cloister_attestation::evidence_kind_parser())]
+    tee: TeeKind,
     /// Evidence file (CCA token CBOR or Trustee JSON, SNP report or JSON, TDX quote or JSON).
     #[arg(long)]
     evidence: PathBuf,
@@ -123,17 +125,17 @@ fn prepare_and_appraise(a: &VerifyArgs) -> anyhow::Result<Status> {
         cfg.reference_values = ReferenceValues::parse(&text)?;
     }
     let mut verifier = Verifier::new(cfg)?;
-    if a.tee == Tee::Snp {
+    if a.tee == TeeKind::Snp {
         let backend = SnpEvidenceVerifier::new(a.collateral.as_deref())?;
         for (p, why) in &backend.skipped {
             eprintln!("note: collateral: skipped {}: {why}", p.display());
         }
-        verifier = verifier.with_verifier(Tee::Snp, Arc::new(backend));
+        verifier = verifier.with_verifier(TeeKind::Snp, Arc::new(backend));
     }
-    if a.event_log.is_some() && a.tee != Tee::Tdx {
+    if a.event_log.is_some() && a.tee != TeeKind::Tdx {
         anyhow::bail!("--event-log applies to --tee tdx only");
     }
-    if a.tee == Tee::Tdx {
+    if a.tee == TeeKind::Tdx {
         let mut backend = TdxEvidenceVerifier::new(a.collateral.as_deref())?;
         for (p, why) in backend.collateral.skipped() {
             eprintln!("note: collateral: skipped {}: {why}", p.display());
@@ -141,7 +143,7 @@ fn prepare_and_appraise(a: &VerifyArgs) -> anyhow::Result<Status> {
         if let Some(p) = &a.event_log {
             backend = backend.with_event_log(read(p, "event log")?);
         }
-        verifier = verifier.with_verifier(Tee::Tdx, Arc::new(backend));
+        verifier = verifier.with_verifier(TeeKind::Tdx, Arc::new(backend));
     }
     let evidence = read(&a.evidence, "evidence")?;
     let appraisal = verifier.appraise(a.tee, &evidence, nonce, init.as_deref(), now)?;
@@ -177,7 +179,7 @@ mod tests {
 
     fn args(evidence: &str, ta: &str) -> VerifyArgs {
         VerifyArgs {
-            tee: Tee::Cca,
+            tee: TeeKind::Cca,
             evidence: td(evidence),
             nonce: None,
             init_data_digest: None,
@@ -224,7 +226,7 @@ mod tests {
         a.nonce = Some("zz".into());
         assert_eq!(code(&a), 2);
         let mut a = args("ccatoken-cca-token-01.cbor", "ccatoken-ta-tfa.json");
-        a.tee = Tee::Tdx;
+        a.tee = TeeKind::Tdx;
         assert_eq!(code(&a), 2);
     }
 
@@ -285,7 +287,7 @@ mod tests {
         )
         .unwrap();
         VerifyArgs {
-            tee: Tee::Tdx,
+            tee: TeeKind::Tdx,
             evidence: tdx.join("dcap-qvl-tdx_quote"),
             nonce: None,
             init_data_digest: Some(String::new()),
