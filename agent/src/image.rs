@@ -123,7 +123,8 @@ impl Images {
         tee: bool,
     ) -> Result<PulledImage, String> {
         let store = self.store(config, tee).await?;
-        let cfg = pull_config(reference, config, tee);
+        let cfg = pull_config(reference, config, tee)
+            .map_err(|e| format!("the endpoints initdata names: {e}"))?;
         // One line at each layer's start and end and every PROGRESS_STEP
         // bytes between (the console is slow under emulation); the host
         // turns them into a progress display (runtime console::Follow).
@@ -156,8 +157,13 @@ impl Images {
 }
 
 /// The pull's configuration from the measured settings.
-pub fn pull_config(reference: &str, c: &GuestConfig, tee: bool) -> PullConfig {
+pub fn pull_config(
+    reference: &str,
+    c: &GuestConfig,
+    tee: bool,
+) -> Result<PullConfig, cloister_guest_config::ConfigError> {
     let mut cfg = PullConfig::new();
+    cfg.resolve = c.guest_hosts()?;
     cfg.insecure_registries = c
         .cloister
         .insecure_registries
@@ -175,7 +181,9 @@ pub fn pull_config(reference: &str, c: &GuestConfig, tee: bool) -> PullConfig {
     cfg.decryption_keys = c.cloister.decryption_keys.clone();
     cfg.lookaside = lookaside_for(reference, c);
     cfg.require_policy_or_pin = tee;
-    cfg
+    cfg.allow_devices = c.cloister.allow_devices;
+    cfg.allow_setuid = c.cloister.allow_setuid;
+    Ok(cfg)
 }
 
 /// The lookaside whose scope is the longest prefix of the reference's
@@ -221,19 +229,38 @@ mod tests {
             "insecure_registries = [\"127.0.0.1:5000\"]\npinned_images = [\"127.0.0.1:5000/app@sha256:{d}\"]\n\
              [lookaside]\n\"127.0.0.1:5000\" = \"http://127.0.0.1:8000/all\"\n\"127.0.0.1:5000/app\" = \"http://127.0.0.1:8000/app\"\n"
         ));
-        let cfg = pull_config("127.0.0.1:5000/app:v1", &c, true);
+        let cfg = pull_config("127.0.0.1:5000/app:v1", &c, true).unwrap();
         assert_eq!(cfg.insecure_registries, ["127.0.0.1:5000"]);
         assert_eq!(cfg.pinned, [format!("127.0.0.1:5000/app@sha256:{d}")]);
         assert!(cfg.require_policy_or_pin);
         assert!(!cfg.allow_devices && !cfg.allow_setuid);
         // The repository's own scope wins over the registry's.
         assert_eq!(cfg.lookaside.as_deref(), Some("http://127.0.0.1:8000/app"));
-        let other = pull_config("127.0.0.1:5000/application:v1", &c, false);
+        let other = pull_config("127.0.0.1:5000/application:v1", &c, false).unwrap();
         assert_eq!(
             other.lookaside.as_deref(),
             Some("http://127.0.0.1:8000/all")
         );
         assert!(!other.require_policy_or_pin);
-        assert_eq!(pull_config("quay.io/x/y", &c, true).lookaside, None);
+        assert_eq!(
+            pull_config("quay.io/x/y", &c, true).unwrap().lookaside,
+            None
+        );
+        // Devices and setuid bits only where the measured initdata allows.
+        let allowing = config("allow_devices = true\nallow_setuid = true\n");
+        let cfg = pull_config("quay.io/x/y", &allowing, true).unwrap();
+        assert!(cfg.allow_devices && cfg.allow_setuid);
+        // Other hosts are reached by name at their forwards.
+        let remote = config(&format!(
+            "pinned_images = [\"registry.example/app@sha256:{d}\"]\n"
+        ));
+        let cfg = pull_config("registry.example/app", &remote, true).unwrap();
+        assert_eq!(
+            cfg.resolve,
+            [(
+                "registry.example".to_owned(),
+                "10.0.2.101:0".parse().unwrap()
+            )]
+        );
     }
 }

@@ -96,6 +96,9 @@ pub enum KbsSetupError {
     /// The HTTP client could not be built.
     #[error("building the HTTP client")]
     Http(#[source] reqwest::Error),
+    /// The endpoints initdata names cannot be forwarded.
+    #[error("the endpoints initdata names")]
+    Network(#[source] cloister_guest_config::ConfigError),
 }
 
 /// KBS resources for one sandbox, each fetched once and kept in memory.
@@ -150,6 +153,9 @@ impl<A: KbsAttester> KbsResources<A> {
             .https_only(!insecure)
             .timeout(KBS_TIMEOUT)
             .no_proxy();
+        for (host, addr) in config.guest_hosts().map_err(KbsSetupError::Network)? {
+            http = http.resolve(&host, addr);
+        }
         if let Some(pem) = &kbs.cert {
             let cert =
                 reqwest::Certificate::from_pem(pem.as_bytes()).map_err(KbsSetupError::Cert)?;

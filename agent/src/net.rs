@@ -2,37 +2,38 @@
 //!
 //! The runtime gives the guest one virtio-net NIC on QEMU user networking
 //! with `restrict=on`: the guest reaches nothing but the forwards QEMU was
-//! told about, each `GUEST_FORWARD_ADDR:PORT` → the host's `127.0.0.1:PORT`
-//! (docs/runtime.md, "Network"). The agent configures `eth0` itself (no
-//! DHCP client here) and relays guest `127.0.0.1:PORT` to
-//! `GUEST_FORWARD_ADDR:PORT`, so URLs and TLS names in initdata stay as
-//! written. Which ports: exactly [`GuestConfig::loopback_ports`], the same
-//! rule the host uses to choose its forwards.
+//! told about, exactly [`GuestConfig::forwards`] (docs/runtime.md,
+//! "Network"), the same rule the host uses. The agent configures `eth0`
+//! itself (no DHCP client here) and relays guest `127.0.0.1:PORT` to
+//! [`LOOPBACK_FORWARD_ADDR`]`:PORT` for the host's loopback services, so
+//! URLs stay as written; other hosts' names resolve to their forwards in
+//! the agent's HTTP clients ([`GuestConfig::guest_hosts`]), so TLS names
+//! stay as written too.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::Path;
 
-use cloister_guest_config::GuestConfig;
+use cloister_guest_config::{GuestConfig, LOOPBACK_FORWARD_ADDR};
 use tokio::net::{TcpListener, TcpStream};
 
 /// The guest's address on QEMU's user network.
 pub const GUEST_ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
 /// Its netmask.
 pub const NETMASK: Ipv4Addr = Ipv4Addr::new(255, 255, 255, 0);
-/// Where QEMU listens for the guest's forwarded connections
-/// (`guestfwd=tcp:10.0.2.100:PORT-…`); must match the runtime's.
-pub const GUEST_FORWARD_ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 100);
 /// The NIC.
 pub const NIC: &str = "eth0";
 
 /// Why the network could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
-    /// Initdata names host endpoints, but the VM has no NIC.
-    #[error("initdata names host ports {ports:?} but this VM has no network interface eth0 (the runtime adds one only for those ports; is virtio_net loaded?)")]
+    /// Initdata names endpoints that cannot be forwarded.
+    #[error(transparent)]
+    Config(#[from] cloister_guest_config::ConfigError),
+    /// Initdata names endpoints, but the VM has no NIC.
+    #[error("initdata names endpoints {endpoints:?} but this VM has no network interface eth0 (the runtime adds one only for those; is virtio_net loaded?)")]
     NoNic {
-        /// The ports.
-        ports: Vec<u16>,
+        /// The endpoints, `HOST:PORT`.
+        endpoints: Vec<String>,
     },
     /// An interface ioctl failed.
     #[error("configuring {what}")]
@@ -61,31 +62,33 @@ fn iface(what: &str) -> impl FnOnce(std::io::Error) -> NetError + '_ {
     }
 }
 
-/// Sets up `lo`, `eth0` and one relay per port that `config` names.
-/// Returns the ports relayed. Without named ports nothing is done (and a
-/// NIC, if any, stays down).
-pub async fn setup(config: &GuestConfig) -> Result<Vec<u16>, NetError> {
-    let ports = config.loopback_ports();
-    if ports.is_empty() {
-        return Ok(ports);
+/// Sets up `lo`, `eth0` and one relay per host-loopback port that `config`
+/// names. Returns the endpoints reached, `HOST:PORT`. Without named
+/// endpoints nothing is done (and a NIC, if any, stays down).
+pub async fn setup(config: &GuestConfig) -> Result<Vec<String>, NetError> {
+    let forwards = config.forwards()?;
+    let endpoints: Vec<String> = forwards
+        .iter()
+        .map(|f| format!("{}:{}", f.host, f.port))
+        .collect();
+    if forwards.is_empty() {
+        return Ok(endpoints);
     }
     crate::netsys::set_up("lo").map_err(iface("lo up"))?;
     if !Path::new("/sys/class/net").join(NIC).exists() {
-        return Err(NetError::NoNic { ports });
+        return Err(NetError::NoNic { endpoints });
     }
     crate::netsys::set_ipv4(NIC, GUEST_ADDR, NETMASK).map_err(iface("eth0 address"))?;
     crate::netsys::set_up(NIC).map_err(iface("eth0 up"))?;
-    for &port in &ports {
+    for f in forwards.iter().filter(|f| f.is_loopback()) {
         relay(
-            SocketAddrV4::new(Ipv4Addr::LOCALHOST, port),
-            SocketAddrV4::new(GUEST_FORWARD_ADDR, port),
+            SocketAddrV4::new(Ipv4Addr::LOCALHOST, f.port),
+            SocketAddrV4::new(LOOPBACK_FORWARD_ADDR, f.port),
         )
         .await?;
     }
-    crate::log!(
-        "network: {NIC} {GUEST_ADDR}/24; host ports {ports:?} relayed from guest 127.0.0.1"
-    );
-    Ok(ports)
+    crate::log!("network: {NIC} {GUEST_ADDR}/24; endpoints {endpoints:?}");
+    Ok(endpoints)
 }
 
 /// Listens on `from` and copies every connection to a new one to `to`,

@@ -1,25 +1,26 @@
 //! The sandbox's network, as a typed part of the VM spec.
 //!
-//! A confidential guest reaches exactly the host endpoints its measured
-//! initdata names at `127.0.0.1:PORT` (the KBS, registries, signature
-//! lookasides) and nothing else. The backend here is QEMU user networking
-//! with `restrict=on` (no route out of the guest) plus one `guestfwd` per
-//! port: a guest connection to `10.0.2.100:PORT` makes QEMU spawn
-//! `<relay> net-relay PORT` with the connection on its stdin/stdout, and
-//! the relay connects to the host's `127.0.0.1:PORT` (one process per
-//! connection, so clients may open many). Inside the guest the agent
-//! relays `127.0.0.1:PORT` to `10.0.2.100:PORT`, so URLs stay as written.
+//! A confidential guest reaches exactly the endpoints its measured initdata
+//! names (the KBS, registries, signature lookasides) and nothing else. The
+//! backend here is QEMU user networking with `restrict=on` (no route out of
+//! the guest) plus one `guestfwd` per endpoint, as
+//! [`GuestConfig::forwards`] plans them: a guest connection to the
+//! forward's address and port makes QEMU spawn `<relay> net-relay
+//! HOST:PORT` with the connection on its stdin/stdout, and the relay
+//! connects to that endpoint (one process per connection, so clients may
+//! open many). Services on the host's `127.0.0.1` share one guest address,
+//! and the agent relays guest `127.0.0.1:PORT` to it, so URLs stay as
+//! written; every other host gets a guest address of its own, to which the
+//! agent resolves its name, so TLS names stay as written too.
 //!
 //! Pod networking (the shim) can add another [`NetBackend`].
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, Shutdown, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::path::PathBuf;
 
-use cloister_guest_config::{ConfigError, GuestConfig};
+use cloister_guest_config::{ConfigError, Forward, GuestConfig};
 
-/// Where the guest's forwarded connections go (must match the agent's).
-pub const GUEST_FORWARD_ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 100);
 /// The relay subcommand of the relay program.
 pub const RELAY_SUBCOMMAND: &str = "net-relay";
 /// Overrides the relay program (default: the running executable).
@@ -32,23 +33,24 @@ pub struct NetSpec {
     pub backend: NetBackend,
 }
 
-/// How the NIC reaches the host.
+/// How the NIC reaches the endpoints.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NetBackend {
     /// QEMU user networking with `restrict=on`: the guest reaches only the
-    /// host's loopback ports listed, each through a relay process.
-    LoopbackForwards {
-        /// The program QEMU runs per connection (`PROGRAM net-relay PORT`).
+    /// endpoints listed, each through a relay process on the host.
+    Forwards {
+        /// The program QEMU runs per connection (`PROGRAM net-relay HOST:PORT`).
         relay: PathBuf,
-        /// Host `127.0.0.1` ports, sorted, no repeats.
-        ports: Vec<u16>,
+        /// The endpoints, as the initdata settings plan them.
+        forwards: Vec<Forward>,
     },
 }
 
 /// Why the network could not be planned.
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
-    /// The initdata settings do not parse.
+    /// The initdata settings do not parse, or name endpoints that cannot be
+    /// forwarded.
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// The relay program is unknown.
@@ -60,12 +62,12 @@ pub enum NetError {
 
 impl NetSpec {
     /// The network for a sandbox launched with `initdata`: forwards to the
-    /// loopback ports it names, or `None` (no NIC at all) when it names none.
+    /// endpoints it names, or `None` (no NIC at all) when it names none.
     pub fn for_initdata(initdata: Option<&[u8]>) -> Result<Option<NetSpec>, NetError> {
         let Some(doc) = initdata else { return Ok(None) };
         let config = GuestConfig::from_initdata(&String::from_utf8_lossy(doc))?;
-        let ports = config.loopback_ports();
-        if ports.is_empty() {
+        let forwards = config.forwards()?;
+        if forwards.is_empty() {
             return Ok(None);
         }
         let relay = match std::env::var_os(RELAY_ENV) {
@@ -73,20 +75,21 @@ impl NetSpec {
             None => std::env::current_exe().map_err(NetError::Relay)?,
         };
         Ok(Some(NetSpec {
-            backend: NetBackend::LoopbackForwards { relay, ports },
+            backend: NetBackend::Forwards { relay, forwards },
         }))
     }
 
     /// QEMU arguments for this NIC.
     pub fn qemu_args(&self) -> Vec<String> {
         match &self.backend {
-            NetBackend::LoopbackForwards { relay, ports } => {
+            NetBackend::Forwards { relay, forwards } => {
                 // QEMU option values double their commas.
                 let prog = relay.display().to_string().replace(',', ",,");
                 let mut netdev = "user,id=net0,restrict=on,ipv6=off".to_owned();
-                for p in ports {
+                for f in forwards {
                     netdev.push_str(&format!(
-                        ",guestfwd=tcp:{GUEST_FORWARD_ADDR}:{p}-cmd:{prog} {RELAY_SUBCOMMAND} {p}"
+                        ",guestfwd=tcp:{}:{}-cmd:{prog} {RELAY_SUBCOMMAND} {}:{}",
+                        f.guest_addr, f.port, f.host, f.port
                     ));
                 }
                 vec![
@@ -101,11 +104,12 @@ impl NetSpec {
     }
 }
 
-/// The relay end QEMU spawns: copies stdin to the host's `127.0.0.1:port`
-/// and its answers to stdout until either side closes. Writes nothing else
-/// to stdout or stderr (both are the guest's connection).
-pub fn relay_stdio(port: u16) -> std::io::Result<()> {
-    let up = TcpStream::connect((Ipv4Addr::LOCALHOST, port))?;
+/// The relay end QEMU spawns: connects to `target` (`HOST:PORT`, the host
+/// resolving the name), copies stdin to it and its answers to stdout until
+/// either side closes. Writes nothing else to stdout or stderr (both are
+/// the guest's connection).
+pub fn relay_stdio(target: &str) -> std::io::Result<()> {
+    let up = TcpStream::connect(target)?;
     let down = up.try_clone()?;
     let _to_host = std::thread::spawn(move || {
         let mut stdin = std::io::stdin().lock();
@@ -146,7 +150,7 @@ mod tests {
     const DOC: &str = "version = \"0.1.0\"\nalgorithm = \"sha256\"\n[data]\n\"cloister.toml\" = '''\ninsecure_http = true\ninsecure_registries = [\"127.0.0.1:5000\", \"registry.example:443\"]\n'''\n\"aa.toml\" = '''\n[token_configs.kbs]\nurl = \"http://127.0.0.1:8080\"\n'''\n";
 
     #[test]
-    fn forwards_exactly_the_loopback_ports_initdata_names() {
+    fn forwards_exactly_the_endpoints_initdata_names() {
         std::env::set_var(RELAY_ENV, "/opt/x,y/cloister");
         let net = NetSpec::for_initdata(Some(DOC.as_bytes()))
             .unwrap()
@@ -156,11 +160,12 @@ mod tests {
         assert_eq!(
             args[1],
             "user,id=net0,restrict=on,ipv6=off,\
-             guestfwd=tcp:10.0.2.100:5000-cmd:/opt/x,,y/cloister net-relay 5000,\
-             guestfwd=tcp:10.0.2.100:8080-cmd:/opt/x,,y/cloister net-relay 8080"
+             guestfwd=tcp:10.0.2.100:5000-cmd:/opt/x,,y/cloister net-relay 127.0.0.1:5000,\
+             guestfwd=tcp:10.0.2.100:8080-cmd:/opt/x,,y/cloister net-relay 127.0.0.1:8080,\
+             guestfwd=tcp:10.0.2.101:443-cmd:/opt/x,,y/cloister net-relay registry.example:443"
         );
         assert_eq!(args[3], "virtio-net-pci,netdev=net0,romfile=");
-        // Nothing named on loopback, or no initdata: no NIC at all.
+        // No endpoint named, or no initdata: no NIC at all.
         let none = "version = \"0.1.0\"\nalgorithm = \"sha256\"\n[data]\n";
         assert_eq!(NetSpec::for_initdata(Some(none.as_bytes())).unwrap(), None);
         assert_eq!(NetSpec::for_initdata(None).unwrap(), None);

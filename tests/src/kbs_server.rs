@@ -88,13 +88,25 @@ pub struct TestKbs {
     /// `$CLOISTER_CONFIG_DIR` of its tools.
     pub cfg: PathBuf,
     admin_key: String,
+    /// The CA (PEM file) of its HTTPS certificate, when it serves HTTPS.
+    pub ca: Option<PathBuf>,
 }
 
 // A test fixture: a failed setup step is the test's failure.
 #[allow(clippy::unwrap_used)]
 impl TestKbs {
-    /// Starts it with its files under `root`.
+    /// Starts it over plain HTTP with its files under `root`.
     pub fn start(root: &Path) -> TestKbs {
+        Self::start_with(root, false)
+    }
+
+    /// Starts it over HTTPS, with a certificate for `127.0.0.1` and
+    /// `localhost` from a fresh test CA ([`TestKbs::ca`]).
+    pub fn start_tls(root: &Path) -> TestKbs {
+        Self::start_with(root, true)
+    }
+
+    fn start_with(root: &Path, tls: bool) -> TestKbs {
         let cfg = root.join("config");
         let data = root.join("kbs");
         std::fs::create_dir_all(&cfg).unwrap();
@@ -111,21 +123,42 @@ impl TestKbs {
             "kbs admin keygen",
         );
         std::fs::copy(root.join("admin.pub.pem"), data.join("admin.pub.pem")).unwrap();
-        let server = KbsServer::start(
-            &cfg,
-            &[
-                "--insecure-http",
-                "--allow-simulated",
-                "--listen",
-                "127.0.0.1:0",
-                "--data-dir",
-                data.to_str().unwrap(),
-            ],
-        );
+        let mut args: Vec<String> = [
+            "--allow-simulated",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ]
+        .map(String::from)
+        .to_vec();
+        let mut ca = None;
+        if tls {
+            let tls_dir = root.join("tls");
+            std::fs::create_dir_all(&tls_dir).unwrap();
+            make_certs(&tls_dir);
+            let config = root.join("kbs.toml");
+            std::fs::write(
+                &config,
+                format!(
+                    "tls_cert = {:?}\ntls_key = {:?}\n",
+                    tls_dir.join("server.pem"),
+                    tls_dir.join("server.key")
+                ),
+            )
+            .unwrap();
+            args.extend(["--config".to_owned(), config.to_str().unwrap().to_owned()]);
+            ca = Some(tls_dir.join("ca.pem"));
+        } else {
+            args.push("--insecure-http".to_owned());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let server = KbsServer::start(&cfg, &args);
         let kbs = TestKbs {
             server,
             cfg,
             admin_key: root.join("admin.key.pem").to_str().unwrap().to_owned(),
+            ca,
         };
         let anchors = root.join("anchors.json");
         std::fs::write(
@@ -147,6 +180,10 @@ impl TestKbs {
             "--key",
             &self.admin_key,
         ];
+        let ca = self.ca.as_ref().map(|p| p.to_str().unwrap());
+        if let Some(ca) = ca {
+            a.extend(["--cacert", ca]);
+        }
         a.extend_from_slice(args);
         ok(&cloister(&self.cfg, &a), &format!("kbs admin {args:?}"));
     }
@@ -159,6 +196,24 @@ impl TestKbs {
             .next()
             .and_then(|p| p.parse().ok())
             .expect("the KBS URL ends in :PORT")
+    }
+
+    /// How many resources it has released (`200` answers on the resource
+    /// route, from its `/metrics`; plain HTTP only).
+    pub fn releases(&self) -> u64 {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port())).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        text.lines()
+            .filter(|l| {
+                l.starts_with("kbs_requests_total{route=\"/kbs/v0/resource")
+                    && l.contains("status=\"200\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
     }
 
     /// Stores `bytes` as the resource `repo/type/tag`.
@@ -190,4 +245,93 @@ impl TestKbs {
         std::fs::write(&f, rv).unwrap();
         self.admin(&["set-reference-values", f.to_str().unwrap()]);
     }
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("running openssl failed ({e}): install it (scripts/install-deps.sh)")
+        });
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A test CA (`ca.pem`, `ca.key`) and a server certificate (`server.pem`,
+/// `server.key`) for `127.0.0.1` and `localhost`, signed by it, in `dir`.
+#[allow(clippy::unwrap_used)] // a test fixture
+pub fn make_certs(dir: &Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=cloister test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+         keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ],
+    );
 }

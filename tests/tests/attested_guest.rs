@@ -1,7 +1,8 @@
 //! The attested guest end to end (issue 9), with real peers on 127.0.0.1:
 //! a sim-TEE guest (TCG) whose agent attests itself to `cloister kbs serve`
-//! with the KBS URL from its measured initdata, reaches exactly the host
-//! ports that initdata names, and refuses to sign host-chosen report_data.
+//! with the KBS URL (and CA) from its measured initdata, reaches exactly
+//! the endpoints that initdata names (host loopback ports, and other hosts
+//! by name), and refuses to sign host-chosen report_data.
 
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
@@ -222,5 +223,66 @@ fn guest_attests_to_the_kbs_its_initdata_names() {
     assert!(
         console.contains("attested to the KBS at http://127.0.0.1:"),
         "{console}"
+    );
+}
+
+/// A KBS named by host name over HTTPS, as a deployment names one: the
+/// runtime forwards `localhost:PORT` (resolved on the host) to a guest
+/// address of its own, the agent resolves the name to it, and TLS checks
+/// the name as written against the CA the measured initdata carries. The
+/// same launch with another CA in its initdata is refused at
+/// CreateSandbox: the guest trusts only the initdata's CA.
+#[test]
+fn guest_attests_over_https_to_a_kbs_named_by_host_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let kbs = Kbs::start_tls(root);
+    let port = kbs.port();
+    let ca = std::fs::read_to_string(kbs.ca.as_ref().unwrap()).unwrap();
+    let doc_for = |ca: &str| {
+        initdata(&[(
+            "aa.toml",
+            &format!(
+                "[token_configs.kbs]\nurl = \"https://localhost:{port}\"\ncert = \"\"\"\n{ca}\"\"\"\n"
+            ),
+        )])
+    };
+    let doc_bytes = doc_for(&ca);
+    let doc = root.join("initdata.toml");
+    std::fs::write(&doc, &doc_bytes).unwrap();
+    kbs.accept_sim_launch(&doc);
+
+    let console =
+        boot_and_run(sim_config(root, None, doc_bytes), &kbs.cfg, None).unwrap_or_else(|e| {
+            panic!(
+                "the guest should attest over HTTPS:\n{e}\nKBS log:\n{}",
+                kbs.server.log()
+            )
+        });
+    assert!(
+        console.contains(&format!("attested to the KBS at https://localhost:{port}")),
+        "{console}"
+    );
+    assert!(
+        console.contains(&format!("localhost:{port}")) && console.contains("endpoints"),
+        "the agent names the endpoint it reaches:\n{console}"
+    );
+
+    // Another CA in the initdata: the KBS's certificate is not trusted.
+    let other = root.join("other-ca");
+    std::fs::create_dir_all(&other).unwrap();
+    cloister_e2e::kbs_server::make_certs(&other);
+    let other_ca = std::fs::read_to_string(other.join("ca.pem")).unwrap();
+    let e = boot_and_run(sim_config(root, None, doc_for(&other_ca)), &kbs.cfg, None)
+        .expect_err("a KBS certificate from another CA must not be trusted");
+    assert!(
+        e.contains(&format!(
+            "attestation to the KBS at https://localhost:{port}"
+        )),
+        "{e}"
+    );
+    assert!(
+        e.to_lowercase().contains("certificate"),
+        "the refusal names the certificate: {e}"
     );
 }

@@ -250,6 +250,17 @@ fn encrypted_image_is_decrypted_with_a_key_released_after_attestation() {
     let reg = Registry::start();
     let img = umoci_busybox_image("secret-marker\n", "v1");
     let layout = img.path().join("layout");
+    // A second layer, so two layers share the one kid.
+    let image = format!("{}:v1", layout.display());
+    let bundle = img.path().join("bundle2");
+    let umoci = |args: &[&str]| {
+        let mut c = std::process::Command::new("umoci");
+        c.args(args);
+        registry_common::run(c, "umoci");
+    };
+    umoci(&["unpack", "--image", &image, bundle.to_str().unwrap()]);
+    std::fs::write(bundle.join("rootfs/second-layer"), "2\n").unwrap();
+    umoci(&["repack", "--image", &image, bundle.to_str().unwrap()]);
     let enc = root.join("enc");
     let kek = root.join("kek.bin");
     let kid = "kbs:///default/image-kek/app";
@@ -287,7 +298,20 @@ fn encrypted_image_is_decrypted_with_a_key_released_after_attestation() {
 
     let doc = kbs_initdata(root, &kbs, &reg, &[&reference], &[]);
 
-    // Without the key: the pull stops, naming the kid.
+    // Without the key: the pull stops, naming the kid, before any layer
+    // body is requested.
+    let layers = reg.layer_digests("enc:v1");
+    assert!(!layers.is_empty());
+    let no_layer_fetched = |mark: usize, when: &str| {
+        for l in &layers {
+            assert_eq!(
+                reg.requests_after(mark, l),
+                0,
+                "{when}: layer {l} was requested"
+            );
+        }
+    };
+    let mark = reg.mark();
     let out = run_image(&kbs.cfg, &doc, &reference, &["cat", "/marker"]);
     assert!(!out.status.success(), "{}", text(&out));
     assert!(
@@ -295,14 +319,82 @@ fn encrypted_image_is_decrypted_with_a_key_released_after_attestation() {
         "{}",
         text(&out)
     );
+    assert!(
+        reg.requests_after(mark, "/manifests/") > 0,
+        "the pull reached the registry"
+    );
+    no_layer_fetched(mark, "no key in the KBS");
+    // The refusal is one line naming the cause.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("Error")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("default/image-kek/app"), "{stderr}");
+    assert!(!stderr.contains("Caused by"), "{stderr}");
 
     kbs.set_resource("default/image-kek/app", &std::fs::read(&kek).unwrap());
+    assert_eq!(layers.len(), 2, "two layers under one kid");
+    let released = kbs.releases();
     let out = run_image(&kbs.cfg, &doc, &reference, &["cat", "/marker"]);
     assert_printed_kbs(&out, "secret-marker\n", &kbs);
+    // One key for every layer: fetched once in the sandbox's life.
+    assert_eq!(kbs.releases() - released, 1, "the KEK is fetched once");
+
+    // While the sandbox runs, the host's files of it (state dir, console
+    // and QEMU logs) hold neither the image's plaintext nor the key.
+    let env = cloister_e2e::Env::new();
+    let out = {
+        let _lock = boot_lock();
+        sim_image_run(&env, &kbs.cfg, &doc, &reference)
+            .args(["--memory", "512", "--detach", "--", "sleep", "600"])
+            .output()
+            .unwrap()
+    };
+    assert!(out.status.success(), "{}", text(&out));
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let kek_bytes = std::fs::read(&kek).unwrap();
+    let secrets: [(&str, Vec<u8>); 4] = [
+        ("the image's marker", b"secret-marker".to_vec()),
+        ("the KEK", kek_bytes.clone()),
+        ("the KEK in hex", hex::encode(&kek_bytes).into_bytes()),
+        (
+            "the KEK in base64",
+            STANDARD.encode(&kek_bytes).into_bytes(),
+        ),
+    ];
+    let console = env.runtime_dir.path().join(&id).join("console.log");
+    assert!(
+        cloister_e2e::wait_for(std::time::Duration::from_secs(120), || {
+            std::fs::read_to_string(&console).is_ok_and(|c| c.contains("pulled "))
+        }),
+        "the guest did not finish its pull; console:\n{}",
+        std::fs::read_to_string(&console).unwrap_or_default()
+    );
+    let files = files_under(env.runtime_dir.path());
+    assert!(files.len() >= 3, "{files:?}");
+    for f in &files {
+        let bytes = std::fs::read(f).unwrap_or_default();
+        for (what, needle) in &secrets {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_slice()),
+                "{} holds {what}",
+                f.display()
+            );
+        }
+    }
+    let rm = env.cloister().args(["rm", &id]).output().unwrap();
+    assert!(rm.status.success(), "{rm:?}");
+    assert!(
+        cloister_e2e::wait_for(std::time::Duration::from_secs(30), || env
+            .state_dirs()
+            .is_empty()),
+        "state left"
+    );
+    env.assert_clean();
 
     // Another launch (the initramfs changed): the KBS appraises the RIM as
     // unrecognized and releases nothing.
     let cache = changed_launch_assets(root);
+    let mark = reg.mark();
     let out = run_image_in(
         &kbs.cfg,
         &doc,
@@ -318,6 +410,7 @@ fn encrypted_image_is_decrypted_with_a_key_released_after_attestation() {
         text(&out)
     );
     assert!(!text(&out).contains("secret-marker"), "{}", text(&out));
+    no_layer_fetched(mark, "the key refused to a changed launch");
 }
 
 /// Images encrypted by skopeo 1.9 with `--encryption-key jwe:`, one to an
@@ -815,4 +908,25 @@ fn image_larger_than_guest_ram_runs_on_an_encrypted_scratch_disk() {
         "state left"
     );
     env.assert_clean();
+}
+
+/// Every regular file under `dir`, recursively (sockets and FIFOs are not
+/// read).
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(t) = e.file_type() else { continue };
+            if t.is_dir() {
+                todo.push(e.path());
+            } else if t.is_file() {
+                out.push(e.path());
+            }
+        }
+    }
+    out
 }

@@ -16,6 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::str::FromStr;
 
 pub use cloister_kbs_client::ResourcePath;
@@ -35,6 +36,35 @@ pub const CC_KBC: &str = "cc_kbc";
 pub const INITDATA_VERSION: &str = "0.1.0";
 /// The digest algorithm `cloister initdata new` writes.
 pub const DEFAULT_ALGORITHM: &str = "sha384";
+/// The host name that means the host's own loopback services.
+pub const LOOPBACK_HOST: &str = "127.0.0.1";
+/// The guest address where QEMU forwards to the host's loopback ports
+/// (`guestfwd=tcp:10.0.2.100:PORT-…`). Inside the guest the agent relays
+/// `127.0.0.1:PORT` to it, so URLs stay as written.
+pub const LOOPBACK_FORWARD_ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 100);
+/// The first guest address for endpoints on other hosts, one address per
+/// host name; the agent resolves each name to its address.
+pub const REMOTE_FORWARD_BASE: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 101);
+
+/// One endpoint the guest reaches, and the guest address QEMU forwards to
+/// it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forward {
+    /// The host as the settings name it ([`LOOPBACK_HOST`] for the host's
+    /// own loopback, otherwise a DNS name the host resolves).
+    pub host: String,
+    /// The port.
+    pub port: u16,
+    /// Where the guest connects for it.
+    pub guest_addr: Ipv4Addr,
+}
+
+impl Forward {
+    /// Whether this is a service on the host's own loopback.
+    pub fn is_loopback(&self) -> bool {
+        self.host == LOOPBACK_HOST
+    }
+}
 
 /// Why initdata settings were refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -81,6 +111,17 @@ pub enum ConfigError {
     /// KBS resources named with no KBS to fetch them from.
     #[error("initdata names KBS resource {0} but no KBS url (aa.toml [token_configs.kbs] url or cdh.toml [kbc] url)")]
     NoKbs(String),
+    /// An endpoint on another host named by IP address.
+    #[error("initdata names endpoint host {0}: name a host other than 127.0.0.1 by its DNS name, which the guest resolves to the runtime's forward")]
+    RemoteAddress(String),
+    /// More endpoint hosts than forward addresses.
+    #[error("initdata names {hosts} endpoint hosts; at most {max} can be forwarded")]
+    TooManyHosts {
+        /// Hosts named.
+        hosts: usize,
+        /// The most there are addresses for.
+        max: usize,
+    },
 }
 
 fn value_err(key: &'static str, value: &str, reason: impl Into<String>) -> ConfigError {
@@ -130,12 +171,6 @@ impl HostPort {
     /// The port, or `default`.
     pub fn port_or(&self, default: u16) -> u16 {
         self.port.unwrap_or(default)
-    }
-
-    /// The port if this is the host's loopback (`127.0.0.1:PORT`), which the
-    /// runtime forwards into the guest.
-    pub fn loopback_port(&self, default: u16) -> Option<u16> {
-        (self.host == "127.0.0.1").then(|| self.port_or(default))
     }
 }
 
@@ -196,11 +231,6 @@ impl Url {
     /// The port (explicit or the scheme's default).
     pub fn port(&self) -> u16 {
         self.authority.port_or(self.scheme.default_port())
-    }
-
-    /// The port if the URL names the host's loopback.
-    pub fn loopback_port(&self) -> Option<u16> {
-        self.authority.loopback_port(self.scheme.default_port())
     }
 
     /// The URL as written.
@@ -321,6 +351,10 @@ pub struct CloisterSettings {
     /// The guest may page memory out to a host-given scratch disk
     /// (encrypted, not authenticated: see [`ALLOW_SCRATCH_DISK_KEY`]).
     pub allow_scratch_disk: bool,
+    /// Image layers may create device nodes ([`ALLOW_DEVICES_KEY`]).
+    pub allow_devices: bool,
+    /// Image layers keep setuid/setgid bits ([`ALLOW_SETUID_KEY`]).
+    pub allow_setuid: bool,
     /// A shipped agent policy by name (`allow-all`, `confidential-default`),
     /// used when there is no `policy.rego`.
     pub agent_policy: Option<String>,
@@ -431,6 +465,10 @@ struct CloisterToml {
     allow_host_evidence: bool,
     #[serde(default, skip_serializing_if = "is_false")]
     allow_scratch_disk: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    allow_devices: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    allow_setuid: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     agent_policy: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -511,6 +549,15 @@ pub const ALLOW_HOST_EVIDENCE_KEY: &str = "cloister.toml allow_host_evidence";
 /// authenticate them), so a host must not be able to impose it.
 pub const ALLOW_SCRATCH_DISK_KEY: &str = "cloister.toml allow_scratch_disk";
 
+/// The initdata key that lets image layers create device nodes in the
+/// guest (refused by default: a device node in a container's root is a
+/// way into guest memory or disks).
+pub const ALLOW_DEVICES_KEY: &str = "cloister.toml allow_devices";
+
+/// The initdata key that lets image layers keep setuid/setgid bits
+/// (stripped by default).
+pub const ALLOW_SETUID_KEY: &str = "cloister.toml allow_setuid";
+
 impl GuestConfig {
     /// Reads the settings from a whole initdata document (its `version` and
     /// `algorithm` are the digest's business; this reads `[data]`).
@@ -558,6 +605,8 @@ impl GuestConfig {
         cfg.cloister.insecure_http = cl.insecure_http;
         cfg.cloister.allow_host_evidence = cl.allow_host_evidence;
         cfg.cloister.allow_scratch_disk = cl.allow_scratch_disk;
+        cfg.cloister.allow_devices = cl.allow_devices;
+        cfg.cloister.allow_setuid = cl.allow_setuid;
         cfg.cloister.agent_policy = cl.agent_policy;
         if let Some(url) = url {
             let key = if aa_kbs.is_some() { AA_URL } else { CDH_URL };
@@ -620,33 +669,84 @@ impl GuestConfig {
         v
     }
 
-    /// The ports on the host's loopback (`127.0.0.1:PORT`) that the settings
-    /// name: the KBS, insecure registries, registries of pinned images and
-    /// lookaside servers. Sorted, without repeats.
-    pub fn loopback_ports(&self) -> Vec<u16> {
-        let mut v: Vec<u16> = Vec::new();
-        v.extend(self.kbs.iter().filter_map(|k| k.url.loopback_port()));
-        v.extend(
-            self.cloister
-                .insecure_registries
-                .iter()
-                .filter_map(|h| h.loopback_port(443)),
-        );
+    /// Every network endpoint the settings name, with its port: the KBS,
+    /// insecure registries, registries of pinned images and lookaside
+    /// servers. Sorted, without repeats.
+    pub fn endpoints(&self) -> Vec<(String, u16)> {
+        let mut v: Vec<(String, u16)> = Vec::new();
+        let url = |u: &Url| (u.authority.host.clone(), u.port());
+        let registry = |h: &HostPort| (h.host.clone(), h.port_or(443));
+        v.extend(self.kbs.iter().map(|k| url(&k.url)));
+        v.extend(self.cloister.insecure_registries.iter().map(registry));
         v.extend(
             self.cloister
                 .pinned_images
                 .iter()
-                .filter_map(|p| p.registry()?.loopback_port(443)),
+                .filter_map(|p| p.registry().map(|h| registry(&h))),
         );
-        v.extend(
-            self.cloister
-                .lookaside
-                .values()
-                .filter_map(Url::loopback_port),
-        );
+        v.extend(self.cloister.lookaside.values().map(url));
         v.sort_unstable();
         v.dedup();
         v
+    }
+
+    /// How the guest reaches each endpoint the settings name, one
+    /// [`Forward`] per endpoint: the host's loopback (`127.0.0.1:PORT`) at
+    /// [`LOOPBACK_FORWARD_ADDR`], and every other host at an address of
+    /// its own from [`REMOTE_FORWARD_BASE`] on, in name order. The runtime
+    /// forwards exactly these and the agent resolves the names to them:
+    /// one rule for both sides.
+    pub fn forwards(&self) -> Result<Vec<Forward>, ConfigError> {
+        let endpoints = self.endpoints();
+        let mut remote: Vec<&str> = endpoints
+            .iter()
+            .map(|(h, _)| h.as_str())
+            .filter(|h| *h != LOOPBACK_HOST)
+            .collect();
+        remote.dedup();
+        if let Some(ip) = remote.iter().find(|h| h.parse::<Ipv4Addr>().is_ok()) {
+            return Err(ConfigError::RemoteAddress((*ip).to_owned()));
+        }
+        let room = usize::from(u8::MAX - REMOTE_FORWARD_BASE.octets()[3]);
+        if remote.len() > room {
+            return Err(ConfigError::TooManyHosts {
+                hosts: remote.len(),
+                max: room,
+            });
+        }
+        Ok(endpoints
+            .iter()
+            .map(|(host, port)| {
+                let guest_addr = match remote.iter().position(|h| h == host) {
+                    None => LOOPBACK_FORWARD_ADDR,
+                    Some(i) => {
+                        let [a, b, c, d] = REMOTE_FORWARD_BASE.octets();
+                        // In range: `remote.len() <= room` above.
+                        Ipv4Addr::new(a, b, c, d.saturating_add(i as u8))
+                    }
+                };
+                Forward {
+                    host: host.clone(),
+                    port: *port,
+                    guest_addr,
+                }
+            })
+            .collect())
+    }
+
+    /// The host names the guest resolves to their forwards (every endpoint
+    /// host but the host's loopback), for the guest's HTTP clients: TLS
+    /// still checks the name as written.
+    pub fn guest_hosts(&self) -> Result<Vec<(String, SocketAddr)>, ConfigError> {
+        let mut v: Vec<(String, SocketAddr)> = self
+            .forwards()?
+            .into_iter()
+            .filter(|f| !f.is_loopback())
+            // Port 0: the URL's port (or its scheme's) is used.
+            .map(|f| (f.host, SocketAddr::from((f.guest_addr, 0))))
+            .collect();
+        v.dedup();
+        Ok(v)
     }
 
     /// Writes the settings as an initdata 0.1.0 document (digest algorithm
@@ -699,6 +799,8 @@ impl GuestConfig {
             insecure_http: c.insecure_http,
             allow_host_evidence: c.allow_host_evidence,
             allow_scratch_disk: c.allow_scratch_disk,
+            allow_devices: c.allow_devices,
+            allow_setuid: c.allow_setuid,
             agent_policy: c.agent_policy.clone(),
             decryption_keys: c.decryption_keys.iter().map(|r| r.to_kbs_uri()).collect(),
             insecure_registries: c
@@ -769,6 +871,8 @@ mod tests {
         );
         c.cloister.allow_host_evidence = true;
         c.cloister.allow_scratch_disk = true;
+        c.cloister.allow_devices = true;
+        c.cloister.allow_setuid = true;
         c.policy_rego =
             Some("package agent_policy\n\ndefault CreateContainerRequest := true\n".into());
         c
@@ -786,7 +890,14 @@ mod tests {
             c.policy_rego.as_deref()
         );
         assert_eq!(outer["version"].as_str(), Some("0.1.0"));
-        assert_eq!(c.loopback_ports(), vec![5000, 5001, 8000, 8443]);
+        let loopback: Vec<u16> = c
+            .forwards()
+            .unwrap()
+            .iter()
+            .filter(|f| f.is_loopback())
+            .map(|f| f.port)
+            .collect();
+        assert_eq!(loopback, vec![5000, 5001, 8000, 8443]);
     }
 
     #[test]
@@ -815,13 +926,14 @@ mod tests {
             !c.cloister.allow_scratch_disk,
             "off unless initdata says so"
         );
+        assert!(!c.cloister.allow_devices && !c.cloister.allow_setuid);
     }
 
     #[test]
     fn no_data_entries_means_defaults() {
         let c = GuestConfig::from_initdata(&doc(&[])).unwrap();
         assert_eq!(c, GuestConfig::default());
-        assert!(c.loopback_ports().is_empty());
+        assert!(c.forwards().unwrap().is_empty());
     }
 
     /// Each refusal names the key (or entry) at fault.
@@ -935,12 +1047,69 @@ mod tests {
         assert_eq!(c.kbs.unwrap().url.scheme, Scheme::Http);
     }
 
+    /// Loopback endpoints share the loopback forward; each other host gets
+    /// an address of its own, in name order, for all its ports. A host named
+    /// by IP address is refused, naming it.
+    #[test]
+    fn forwards_give_each_remote_host_its_own_address() {
+        let mut c = GuestConfig {
+            kbs: Some(KbsConfig {
+                url: "https://kbs.example:8443".parse().unwrap(),
+                cert: None,
+            }),
+            ..Default::default()
+        };
+        c.cloister.insecure_registries = vec!["127.0.0.1:5000".parse().unwrap()];
+        c.cloister.pinned_images = vec![
+            format!("registry.example/app:1@sha256:{}", "a".repeat(64))
+                .parse()
+                .unwrap(),
+            format!("kbs.example:5000/app@sha256:{}", "b".repeat(64))
+                .parse()
+                .unwrap(),
+        ];
+        c.cloister.lookaside.insert(
+            "registry.example".into(),
+            "http://127.0.0.1:8000/sigs".parse().unwrap(),
+        );
+        let got: Vec<(String, u16, String)> = c
+            .forwards()
+            .unwrap()
+            .into_iter()
+            .map(|f| (f.host, f.port, f.guest_addr.to_string()))
+            .collect();
+        let want = [
+            ("127.0.0.1", 5000, "10.0.2.100"),
+            ("127.0.0.1", 8000, "10.0.2.100"),
+            ("kbs.example", 5000, "10.0.2.101"),
+            ("kbs.example", 8443, "10.0.2.101"),
+            ("registry.example", 443, "10.0.2.102"),
+        ]
+        .map(|(h, p, a)| (h.to_owned(), p, a.to_owned()));
+        assert_eq!(got, want);
+        let names: Vec<String> = c
+            .guest_hosts()
+            .unwrap()
+            .iter()
+            .map(|(h, a)| format!("{h}={a}"))
+            .collect();
+        assert_eq!(
+            names,
+            ["kbs.example=10.0.2.101:0", "registry.example=10.0.2.102:0"]
+        );
+
+        c.cloister.insecure_registries = vec!["10.1.2.3:5000".parse().unwrap()];
+        let e = c.forwards().unwrap_err();
+        assert_eq!(e, ConfigError::RemoteAddress("10.1.2.3".into()));
+        assert!(e.to_string().contains("by its DNS name"), "{e}");
+    }
+
     #[test]
     fn pinned_image_registries() {
         let p: PinnedImage = format!("127.0.0.1:5000/a/b@sha256:{}", "0".repeat(64))
             .parse()
             .unwrap();
-        assert_eq!(p.registry().unwrap().loopback_port(443), Some(5000));
+        assert_eq!(p.registry().unwrap().port_or(443), 5000);
         let p: PinnedImage = format!("library/busybox@sha256:{}", "0".repeat(64))
             .parse()
             .unwrap();

@@ -42,6 +42,9 @@ pub struct PullConfig {
     pub insecure_registries: Vec<String>,
     /// Extra trusted CA certificates (PEM, one or more per entry).
     pub extra_roots: Vec<Vec<u8>>,
+    /// Host names resolved to these addresses instead of by DNS (a port of
+    /// 0 keeps the URL's): a guest reaches other hosts through forwards.
+    pub resolve: Vec<(String, std::net::SocketAddr)>,
     /// `REF@sha256:DIGEST` pins: a reference with this name (and tag, if
     /// the pin has one) must resolve to this digest.
     pub pinned: Vec<String>,
@@ -72,6 +75,7 @@ impl PullConfig {
             platform: Platform::host(),
             insecure_registries: Vec::new(),
             extra_roots: Vec::new(),
+            resolve: Vec::new(),
             pinned: Vec::new(),
             signature_policy: None,
             lookaside: None,
@@ -211,7 +215,7 @@ impl ImageStore {
             }
             None => None,
         };
-        let reg = Registry::new(&r, &cfg.insecure_registries, &cfg.extra_roots, creds)?;
+        let reg = Registry::new(&r, cfg, creds)?;
 
         // 2. Resolve.
         let what = format!("manifest of {r}");

@@ -175,13 +175,13 @@ impl std::fmt::Debug for Registry {
 }
 
 impl Registry {
-    /// A client for `reference`'s repository. `insecure` lists the
-    /// `HOST:PORT`s allowed over plain HTTP; `extra_roots` are PEM CA
-    /// certificates trusted besides the webpki roots.
+    /// A client for `reference`'s repository, as `cfg` says: its
+    /// `insecure_registries` are the `HOST:PORT`s allowed over plain HTTP,
+    /// its `extra_roots` PEM CA certificates trusted besides the webpki
+    /// roots, and its `resolve` names reached at fixed addresses.
     pub fn new(
         reference: &Reference,
-        insecure: &[String],
-        extra_roots: &[Vec<u8>],
+        cfg: &crate::pull::PullConfig,
         creds: Option<Credentials>,
     ) -> Result<Self, ImageError> {
         let registry = reference.registry.clone();
@@ -189,7 +189,7 @@ impl Registry {
             registry: registry.clone(),
             reason,
         };
-        let allowed: Vec<String> = insecure.to_vec();
+        let allowed: Vec<String> = cfg.insecure_registries.clone();
         let redirect_allowed = allowed.clone();
         let mut b = reqwest::Client::builder()
             .use_rustls_tls()
@@ -207,7 +207,10 @@ impl Registry {
                     attempt.error("redirect to plain HTTP outside the insecure registries")
                 }
             }));
-        for pem in extra_roots {
+        for (host, addr) in &cfg.resolve {
+            b = b.resolve(host, *addr);
+        }
+        for pem in &cfg.extra_roots {
             for cert in reqwest::Certificate::from_pem_bundle(pem)
                 .map_err(|e| fail(format!("extra CA certificate: {e}")))?
             {

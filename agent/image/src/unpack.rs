@@ -470,7 +470,7 @@ fn unpack_entry<R: Read>(
             } else {
                 if !opts.allow_devices {
                     return Err(refused(
-                        "a device node (allow_devices is off for this sandbox)",
+                        "a device node (the measured initdata does not set cloister.toml allow_devices)",
                     ));
                 }
                 let major = header

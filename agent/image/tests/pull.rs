@@ -354,6 +354,145 @@ async fn pins_hold_and_unpinned_images_need_a_policy() {
     assert_eq!(img.manifest_digest, served);
 }
 
+/// An image pushed in Docker's v2 schema 2 format (skopeo `--format
+/// v2s2`) pulls and unpacks like an OCI one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_schema2_image_pulls_and_unpacks() {
+    let reg = Registry::start();
+    let work = common::umoci_busybox_image("docker format\n", "v1");
+    let mut c = std::process::Command::new("skopeo");
+    c.args([
+        "--insecure-policy",
+        "copy",
+        "-q",
+        "--dest-tls-verify=false",
+        "--format",
+        "v2s2",
+    ])
+    .arg(format!("oci:{}:v1", work.path().join("layout").display()))
+    .arg(format!("docker://{}/docker:v1", reg.addr));
+    common::run(c, "skopeo copy --format v2s2");
+    let raw = reg.raw_manifest("docker:v1");
+    let manifest: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(
+        manifest["mediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    let s = store();
+    let img = pull(
+        &s,
+        &format!("{}/docker:v1", reg.addr),
+        &config(&reg),
+        &MapResources::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(img.manifest_digest, common::sha256(&raw));
+    let top = img.layers.last().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(top.join("marker")).unwrap(),
+        "docker format\n"
+    );
+}
+
+/// A registry the config does not list as insecure is spoken to over
+/// HTTPS only: a plain-HTTP one is never sent a request. A name in
+/// `resolve` reaches the address given there (as a guest reaches other
+/// hosts through its forwards), with the URL's port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_only_where_listed_and_names_resolve_as_configured() {
+    let reg = Registry::start();
+    let (_l, _) = two_layer_image(
+        &reg,
+        "plain:v1",
+        tar(|t| {
+            t.file("f", b"f");
+        }),
+    );
+    let s = store();
+    let mark = reg.mark();
+    let reference = format!("{}/plain:v1", reg.addr);
+    let unlisted = PullConfig {
+        insecure_registries: Vec::new(),
+        ..config(&reg)
+    };
+    let err = pull(&s, &reference, &unlisted, &MapResources::new())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains(&reg.addr), "{err}");
+    assert_eq!(reg.requests_after(mark, "/v2/"), 0, "{err}");
+    s.assert_empty();
+
+    // The same registry by a name nothing resolves but the config.
+    let port = reg.addr.rsplit(':').next().unwrap();
+    let named = format!("registry.invalid:{port}");
+    let cfg = PullConfig {
+        insecure_registries: vec![named.clone()],
+        resolve: vec![("registry.invalid".into(), "127.0.0.1:0".parse().unwrap())],
+        ..config(&reg)
+    };
+    let img = pull(&s, &format!("{named}/plain:v1"), &cfg, &MapResources::new())
+        .await
+        .unwrap();
+    assert_eq!(img.layers.len(), 2);
+    assert!(reg.requests_after(mark, "/v2/plain/manifests/") > 0);
+}
+
+/// Docker's token auth: the registry answers `Bearer realm=…`, the client
+/// gets a token from the token server with the auth.json credentials the
+/// KBS holds, and pulls with it. Without credentials the token server
+/// refuses, and nothing is pulled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_token_registry_with_auth_json_from_the_kbs() {
+    let reg = Registry::start_with_token_auth("tenant", "s3cret");
+    let l = Layout::new();
+    let m = l.image(
+        "amd64",
+        &[tar(|t| {
+            t.file("f", b"token");
+        })],
+    );
+    l.tag(&m, "t");
+    common::push_with_creds(l.path(), "t", &reg.addr, "private:t", "tenant:s3cret");
+    let reference = format!("{}/private:t", reg.addr);
+    let s = store();
+    let err = pull(&s, &reference, &config(&reg), &MapResources::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ImageError::Auth { .. }), "{err}");
+    s.assert_empty();
+
+    let auth_path: ResourcePath = "default/registry/auth".parse().unwrap();
+    let mut res = MapResources::new();
+    res.insert(
+        auth_path.clone(),
+        format!(r#"{{"auths":{{"{}":{{"auth":"{}"}}}}}}"#, reg.addr, {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.encode("tenant:s3cret")
+        })
+        .into_bytes(),
+    );
+    // The token realm is plain HTTP too: only once listed.
+    let cfg = PullConfig {
+        registry_auth: Some(auth_path.clone()),
+        ..config(&reg)
+    };
+    let err = pull(&s, &reference, &cfg, &res).await.unwrap_err();
+    assert!(err.to_string().contains("is plain HTTP"), "{err}");
+    let mut cfg = cfg;
+    cfg.insecure_registries
+        .push(reg.token_addr.clone().unwrap());
+    let img = pull(&s, &reference, &cfg, &res).await.unwrap();
+    assert_eq!(std::fs::read(img.layers[0].join("f")).unwrap(), b"token");
+    assert_eq!(res.requested(), [auth_path.clone(), auth_path]);
+    let tokens = std::fs::read_to_string(reg.dir.path().join("token.log")).unwrap();
+    assert!(
+        tokens.contains("scope=repository%3Aprivate%3Apull")
+            || tokens.contains("scope=repository:private:pull"),
+        "the client asked the token server for pull access: {tokens}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn basic_auth_registry_with_auth_json_from_the_kbs() {
     let reg = Registry::start_with_basic_auth("tenant", "s3cret");

@@ -9,7 +9,9 @@
 # - capabilities within the container runtimes' default set;
 # - images only by a digest that initdata pins (cloister.toml pinned_images;
 #   the agent passes their digests as data.initdata["image-digests"], one
-#   `sha256:...` per line);
+#   `sha256:...` per line), even when initdata names an image signature
+#   policy: a launch that trusts signatures alone embeds its own agent
+#   policy (cloister initdata new --policy);
 # - GetEvidence refused (the host gets no fresh evidence from the guest),
 #   unless initdata sets cloister.toml allow_host_evidence (the agent passes
 #   it as data.initdata["allow-host-evidence"]);
@@ -98,7 +100,7 @@ create_violations contains msg if {
 create_violations contains msg if {
 	input.rootfs.kind == image_rootfs_kind
 	not pinned_reference(input.rootfs.source)
-	msg := sprintf("pinned_image_digest: image %v is not referenced by a digest initdata pins", [input.rootfs.source])
+	msg := sprintf("pinned_image_digest: image %v is not referenced by a digest initdata pins (pin it: cloister initdata new --pin REF@sha256:DIGEST; to admit signature-verified images without pins, embed an agent policy that allows them: --policy)", [input.rootfs.source])
 }
 
 create_violations contains msg if {
@@ -150,7 +152,7 @@ violations := {
 	"ExecProcessRequest": {"no_exec: ExecProcess is refused in a confidential guest"},
 	"GetEvidenceRequest": {"no_host_evidence: GetEvidence is refused in a confidential guest unless initdata sets cloister.toml allow_host_evidence"},
 	"SetPolicyRequest": {"no_set_policy: the measured policy cannot be replaced"},
-	"PullImageRequest": {sprintf("pinned_image_digest: image %v is not referenced by a digest initdata pins", [object.get(input, "image", "")])},
+	"PullImageRequest": {sprintf("pinned_image_digest: image %v is not referenced by a digest initdata pins (pin it: cloister initdata new --pin REF@sha256:DIGEST; to admit signature-verified images without pins, embed an agent policy that allows them: --policy)", [object.get(input, "image", "")])},
 }
 
 # Kata serialises absent OCI fields as null: treat null like empty.

@@ -65,6 +65,13 @@ struct NewArgs {
     /// authenticated, so a TEE guest ignores the disk unless this is set.
     #[arg(long)]
     allow_scratch_disk: bool,
+    /// Let image layers create device nodes in the guest (refused by
+    /// default).
+    #[arg(long)]
+    allow_devices: bool,
+    /// Let image layers keep setuid/setgid bits (stripped by default).
+    #[arg(long)]
+    allow_setuid: bool,
     /// The agent policy (Rego), embedded verbatim as `policy.rego`.
     #[arg(long, value_name = "FILE.rego", conflicts_with = "agent_policy")]
     policy: Option<PathBuf>,
@@ -116,6 +123,8 @@ fn new(a: NewArgs) -> anyhow::Result<()> {
     c.cloister.insecure_http = a.insecure_http;
     c.cloister.allow_host_evidence = a.allow_host_evidence;
     c.cloister.allow_scratch_disk = a.allow_scratch_disk;
+    c.cloister.allow_devices = a.allow_devices;
+    c.cloister.allow_setuid = a.allow_setuid;
     c.cloister.agent_policy = a.agent_policy;
     c.cloister.decryption_keys = a.decryption_keys;
     c.cloister.insecure_registries = a.insecure_registries;

@@ -229,28 +229,30 @@ impl PullDisplay {
     }
 
     fn update(&mut self, p: &console::PullProgress) {
+        eprint!("{}", self.render(p));
+    }
+
+    /// What one report adds to the display (empty for a repeated report).
+    fn render(&mut self, p: &console::PullProgress) -> String {
         const MIB: f64 = 1024.0 * 1024.0;
         // A layer's end can be reported twice (downloaded, then unpacked).
         if self.last.as_ref() == Some(p) {
-            return;
+            return String::new();
         }
         self.last = Some(p.clone());
         let short = p.layer.get(..19).unwrap_or(&p.layer);
         let (done, total) = (p.done as f64 / MIB, p.total as f64 / MIB);
         if !self.tty {
-            eprintln!("cloister: pull {short} {done:.1}/{total:.1} MiB");
-            return;
+            return format!("cloister: pull {short} {done:.1}/{total:.1} MiB\n");
         }
         let filled = (p.done * 30).checked_div(p.total).unwrap_or(30).min(30) as usize;
-        eprint!(
-            "\rcloister: pull {short} [{}{}] {done:.1}/{total:.1} MiB",
-            "#".repeat(filled),
-            ".".repeat(30 - filled)
-        );
         self.open = p.done < p.total;
-        if !self.open {
-            eprintln!();
-        }
+        format!(
+            "\rcloister: pull {short} [{}{}] {done:.1}/{total:.1} MiB{}",
+            "#".repeat(filled),
+            ".".repeat(30 - filled),
+            if self.open { "" } else { "\n" }
+        )
     }
 
     fn finish(&mut self) {
@@ -258,6 +260,57 @@ impl PullDisplay {
             eprintln!();
             self.open = false;
         }
+    }
+}
+
+#[cfg(test)]
+mod pull_display_tests {
+    use super::*;
+
+    fn report(done: u64, total: u64) -> console::PullProgress {
+        console::PullProgress {
+            layer: format!("sha256:{}", "ab".repeat(32)),
+            done,
+            total,
+        }
+    }
+
+    /// On a terminal one bar is redrawn in place and ends its line when
+    /// the layer is done; otherwise each report is a plain line. A
+    /// repeated report shows nothing.
+    #[test]
+    fn a_bar_on_a_terminal_and_plain_lines_otherwise() {
+        const MIB: u64 = 1 << 20;
+        let mut tty = PullDisplay::new(true);
+        assert_eq!(
+            tty.render(&report(MIB, 2 * MIB)),
+            format!(
+                "\rcloister: pull sha256:abababababab [{}{}] 1.0/2.0 MiB",
+                "#".repeat(15),
+                ".".repeat(15)
+            )
+        );
+        assert!(tty.open, "the bar's line stays open");
+        let done = tty.render(&report(2 * MIB, 2 * MIB));
+        assert!(
+            done.starts_with('\r') && done.ends_with("2.0/2.0 MiB\n"),
+            "{done:?}"
+        );
+        assert!(!tty.open);
+        assert_eq!(tty.render(&report(2 * MIB, 2 * MIB)), "", "repeated");
+
+        let mut plain = PullDisplay::new(false);
+        let lines: String = [report(0, MIB), report(MIB / 2, MIB), report(MIB, MIB)]
+            .iter()
+            .map(|p| plain.render(p))
+            .collect();
+        assert_eq!(
+            lines,
+            "cloister: pull sha256:abababababab 0.0/1.0 MiB\n\
+             cloister: pull sha256:abababababab 0.5/1.0 MiB\n\
+             cloister: pull sha256:abababababab 1.0/1.0 MiB\n"
+        );
+        assert!(!lines.contains('\r'));
     }
 }
 

@@ -70,8 +70,8 @@ enum Command {
     /// The host end of a guest network forward (QEMU runs it per connection).
     #[command(name = "net-relay", hide = true)]
     NetRelay {
-        /// The host's 127.0.0.1 port.
-        port: u16,
+        /// The endpoint, HOST:PORT.
+        target: String,
     },
 }
 
@@ -96,8 +96,8 @@ fn main() -> anyhow::Result<()> {
         Command::Policy(a) => cmd_policy::run(a),
         Command::Initdata(a) => cmd_initdata::run(a),
         // Silent: stdout and stderr are the guest's connection.
-        Command::NetRelay { port } => {
-            let ok = cloister_runtime::net::relay_stdio(port).is_ok();
+        Command::NetRelay { target } => {
+            let ok = cloister_runtime::net::relay_stdio(&target).is_ok();
             std::process::exit(if ok { 0 } else { 1 })
         }
     }

@@ -25,20 +25,103 @@ pub struct Registry {
     pub addr: String,
     pub dir: tempfile::TempDir,
     child: Arc<Mutex<Option<Child>>>,
+    /// The token server of a registry with bearer-token auth.
+    token_server: Option<Child>,
+    /// Its `127.0.0.1:PORT` (plain HTTP, like the registry).
+    pub token_addr: Option<String>,
 }
+
+/// How a test registry authenticates clients.
+#[derive(Clone, Copy)]
+enum Auth<'a> {
+    None,
+    /// htpasswd basic auth for `user:password`.
+    Basic(&'a str, &'a str),
+    /// Bearer tokens from a token server that issues them to
+    /// `user:password` (docker's token auth).
+    Token(&'a str, &'a str),
+}
+
+/// Docker's token server, ours: answers `GET /token?service=S&scope=…` to
+/// the basic-auth user it was started for with an ES256 JWT whose `x5c`
+/// header carries a self-signed certificate, the registry's
+/// `rootcertbundle`. Grants the scopes asked for. Prints its port.
+const TOKEN_SERVER: &str = r#"
+import base64, http.server, json, os, sys, time
+from urllib.parse import urlparse, parse_qs
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+key_path, cert_path, user, password, service, issuer = sys.argv[1:7]
+key = serialization.load_pem_private_key(open(key_path, "rb").read(), None)
+cert = x509.load_pem_x509_certificate(open(cert_path, "rb").read())
+der = cert.public_bytes(serialization.Encoding.DER)
+want = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+def b64u(b):
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+def token(scopes):
+    access = []
+    for s in scopes:
+        parts = s.split(":")
+        if len(parts) >= 3:
+            access.append({"type": parts[0], "name": ":".join(parts[1:-1]), "actions": parts[-1].split(",")})
+    now = int(time.time())
+    header = {"typ": "JWT", "alg": "ES256", "x5c": [base64.b64encode(der).decode()]}
+    claims = {"iss": issuer, "sub": user, "aud": service, "exp": now + 300, "nbf": now - 10,
+              "iat": now, "jti": b64u(os.urandom(12)), "access": access}
+    signing_input = b64u(json.dumps(header).encode()) + "." + b64u(json.dumps(claims).encode())
+    r, s = decode_dss_signature(key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
+    return signing_input + "." + b64u(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
+
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        u = urlparse(self.path)
+        if u.path != "/token" or self.headers.get("Authorization") != want:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="token"')
+            self.end_headers()
+            return
+        t = token(parse_qs(u.query).get("scope", []))
+        body = json.dumps({"token": t, "access_token": t, "expires_in": 300}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        sys.stderr.write("token request " + self.path + "\n")
+
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+print(srv.server_address[1], flush=True)
+srv.serve_forever()
+"#;
+
+/// The token server's service and issuer names (the registry checks both).
+pub const TOKEN_SERVICE: &str = "cloister-test-registry";
+const TOKEN_ISSUER: &str = "cloister-test-token-server";
 
 impl Registry {
     /// A registry without auth.
     pub fn start() -> Registry {
-        Self::start_with(None)
+        Self::start_with(Auth::None)
     }
 
     /// A registry that requires basic auth for `user:password`.
     pub fn start_with_basic_auth(user: &str, password: &str) -> Registry {
-        Self::start_with(Some((user, password)))
+        Self::start_with(Auth::Basic(user, password))
     }
 
-    fn start_with(auth: Option<(&str, &str)>) -> Registry {
+    /// A registry that requires bearer tokens, which its token server on
+    /// 127.0.0.1 issues to `user:password` (docker's token auth).
+    pub fn start_with_token_auth(user: &str, password: &str) -> Registry {
+        Self::start_with(Auth::Token(user, password))
+    }
+
+    fn start_with(auth: Auth) -> Registry {
         need("/usr/bin/docker-registry", "docker-registry");
         let dir = tempfile::tempdir().expect("tempdir");
         let port = TcpListener::bind("127.0.0.1:0")
@@ -47,7 +130,60 @@ impl Registry {
             .port();
         let addr = format!("127.0.0.1:{port}");
         let mut auth_cfg = String::new();
-        if let Some((user, password)) = auth {
+        let mut token_server = None;
+        let mut token_addr = None;
+        if let Auth::Token(user, password) = auth {
+            need("/usr/bin/python3", "python3-cryptography");
+            let mut c = Command::new("openssl");
+            c.args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                "token.key",
+                "-out",
+                "token.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=cloister test token signer",
+            ])
+            .current_dir(dir.path());
+            run(c, "openssl (token signer)");
+            let mut child = Command::new("/usr/bin/python3")
+                .args(["-c", TOKEN_SERVER])
+                .arg(dir.path().join("token.key"))
+                .arg(dir.path().join("token.pem"))
+                .args([user, password, TOKEN_SERVICE, TOKEN_ISSUER])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(std::fs::File::create(dir.path().join("token.log")).expect("log"))
+                .spawn()
+                .expect("starting the token server");
+            let mut line = String::new();
+            std::io::BufRead::read_line(
+                &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+                &mut line,
+            )
+            .expect("the token server's port");
+            let token_port: u16 = line.trim().parse().unwrap_or_else(|_| {
+                panic!(
+                    "the token server did not start: {}",
+                    std::fs::read_to_string(dir.path().join("token.log")).unwrap_or_default()
+                )
+            });
+            token_server = Some(child);
+            token_addr = Some(format!("127.0.0.1:{token_port}"));
+            auth_cfg = format!(
+                "auth:\n  token:\n    realm: http://127.0.0.1:{token_port}/token\n    service: {TOKEN_SERVICE}\n    issuer: {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
+                dir.path().join("token.pem").display()
+            );
+        }
+        if let Auth::Basic(user, password) = auth {
             need("/usr/bin/htpasswd", "apache2-utils");
             let file = dir.path().join("htpasswd");
             let out = Command::new("htpasswd")
@@ -83,6 +219,8 @@ impl Registry {
             addr: addr.clone(),
             dir,
             child: Arc::new(Mutex::new(Some(child))),
+            token_server,
+            token_addr,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(&addr).is_err() {
@@ -168,6 +306,10 @@ impl Registry {
 impl Drop for Registry {
     fn drop(&mut self) {
         (self.killer())();
+        if let Some(mut t) = self.token_server.take() {
+            let _ = t.kill();
+            let _ = t.wait();
+        }
     }
 }
 
