@@ -383,13 +383,7 @@ fn encrypted_image_is_decrypted_with_a_key_released_after_attestation() {
     }
     let rm = env.cloister().args(["rm", &id]).output().unwrap();
     assert!(rm.status.success(), "{rm:?}");
-    assert!(
-        cloister_e2e::wait_for(std::time::Duration::from_secs(30), || env
-            .state_dirs()
-            .is_empty()),
-        "state left"
-    );
-    env.assert_clean();
+    assert_gone(&env);
 
     // Another launch (the initramfs changed): the KBS appraises the RIM as
     // unrecognized and releases nothing.
@@ -901,13 +895,7 @@ fn image_larger_than_guest_ram_runs_on_an_encrypted_scratch_disk() {
         "{} left behind",
         file.display()
     );
-    assert!(
-        cloister_e2e::wait_for(std::time::Duration::from_secs(30), || env
-            .state_dirs()
-            .is_empty()),
-        "state left"
-    );
-    env.assert_clean();
+    assert_gone(&env);
 }
 
 /// Every regular file under `dir`, recursively (sockets and FIFOs are not
@@ -929,4 +917,16 @@ fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// Waits for a removed sandbox's state to go, then checks nothing of it is
+/// left.
+fn assert_gone(env: &cloister_e2e::Env) {
+    assert!(
+        cloister_e2e::wait_for(std::time::Duration::from_secs(30), || env
+            .state_dirs()
+            .is_empty()),
+        "state left"
+    );
+    env.assert_clean();
 }

@@ -438,6 +438,32 @@ async fn plain_http_only_where_listed_and_names_resolve_as_configured() {
     assert!(reg.requests_after(mark, "/v2/plain/manifests/") > 0);
 }
 
+/// A one-layer private image with file `f` = `content`, pushed to `reg`
+/// as `private:t` with `tenant:s3cret`; returns its reference.
+fn push_private(reg: &Registry, content: &[u8]) -> String {
+    let l = Layout::new();
+    let m = l.image(
+        "amd64",
+        &[tar(|t| {
+            t.file("f", content);
+        })],
+    );
+    l.tag(&m, "t");
+    common::push_with_creds(l.path(), "t", &reg.addr, "private:t", "tenant:s3cret");
+    format!("{}/private:t", reg.addr)
+}
+
+/// A containers auth.json giving `reg` the credentials `user:password`.
+fn auth_json(reg: &Registry, user_password: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    format!(
+        r#"{{"auths":{{"{}":{{"auth":"{}"}}}}}}"#,
+        reg.addr,
+        base64::engine::general_purpose::STANDARD.encode(user_password)
+    )
+    .into_bytes()
+}
+
 /// Docker's token auth: the registry answers `Bearer realm=…`, the client
 /// gets a token from the token server with the auth.json credentials the
 /// KBS holds, and pulls with it. Without credentials the token server
@@ -445,16 +471,7 @@ async fn plain_http_only_where_listed_and_names_resolve_as_configured() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bearer_token_registry_with_auth_json_from_the_kbs() {
     let reg = Registry::start_with_token_auth("tenant", "s3cret");
-    let l = Layout::new();
-    let m = l.image(
-        "amd64",
-        &[tar(|t| {
-            t.file("f", b"token");
-        })],
-    );
-    l.tag(&m, "t");
-    common::push_with_creds(l.path(), "t", &reg.addr, "private:t", "tenant:s3cret");
-    let reference = format!("{}/private:t", reg.addr);
+    let reference = push_private(&reg, b"token");
     let s = store();
     let err = pull(&s, &reference, &config(&reg), &MapResources::new())
         .await
@@ -464,14 +481,7 @@ async fn bearer_token_registry_with_auth_json_from_the_kbs() {
 
     let auth_path: ResourcePath = "default/registry/auth".parse().unwrap();
     let mut res = MapResources::new();
-    res.insert(
-        auth_path.clone(),
-        format!(r#"{{"auths":{{"{}":{{"auth":"{}"}}}}}}"#, reg.addr, {
-            use base64::Engine as _;
-            base64::engine::general_purpose::STANDARD.encode("tenant:s3cret")
-        })
-        .into_bytes(),
-    );
+    res.insert(auth_path.clone(), auth_json(&reg, "tenant:s3cret"));
     // The token realm is plain HTTP too: only once listed.
     let cfg = PullConfig {
         registry_auth: Some(auth_path.clone()),
@@ -496,16 +506,7 @@ async fn bearer_token_registry_with_auth_json_from_the_kbs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn basic_auth_registry_with_auth_json_from_the_kbs() {
     let reg = Registry::start_with_basic_auth("tenant", "s3cret");
-    let l = Layout::new();
-    let m = l.image(
-        "amd64",
-        &[tar(|t| {
-            t.file("f", b"f");
-        })],
-    );
-    l.tag(&m, "t");
-    common::push_with_creds(l.path(), "t", &reg.addr, "private:t", "tenant:s3cret");
-    let reference = format!("{}/private:t", reg.addr);
+    let reference = push_private(&reg, b"f");
     let s = store();
     let err = pull(&s, &reference, &config(&reg), &MapResources::new())
         .await
@@ -513,20 +514,8 @@ async fn basic_auth_registry_with_auth_json_from_the_kbs() {
     assert!(matches!(err, ImageError::Auth { .. }), "{err}");
 
     let auth_path: ResourcePath = "default/registry/auth".parse().unwrap();
-    let b64 = |s: &str| {
-        use base64::Engine as _;
-        base64::engine::general_purpose::STANDARD.encode(s)
-    };
     let mut wrong = MapResources::new();
-    wrong.insert(
-        auth_path.clone(),
-        format!(
-            r#"{{"auths":{{"{}":{{"auth":"{}"}}}}}}"#,
-            reg.addr,
-            b64("tenant:wrong")
-        )
-        .into_bytes(),
-    );
+    wrong.insert(auth_path.clone(), auth_json(&reg, "tenant:wrong"));
     let cfg = PullConfig {
         registry_auth: Some(auth_path.clone()),
         ..config(&reg)
@@ -536,15 +525,7 @@ async fn basic_auth_registry_with_auth_json_from_the_kbs() {
     s.assert_empty();
 
     let mut res = MapResources::new();
-    res.insert(
-        auth_path.clone(),
-        format!(
-            r#"{{"auths":{{"{}":{{"auth":"{}"}}}}}}"#,
-            reg.addr,
-            b64("tenant:s3cret")
-        )
-        .into_bytes(),
-    );
+    res.insert(auth_path.clone(), auth_json(&reg, "tenant:s3cret"));
     let img = pull(&s, &reference, &cfg, &res).await.unwrap();
     assert_eq!(std::fs::read(img.layers[0].join("f")).unwrap(), b"f");
     assert_eq!(res.requested(), [auth_path]);
