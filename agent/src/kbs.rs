@@ -52,12 +52,20 @@ pub fn evidence_json(tee: TeeKind, raw: &[u8]) -> Result<serde_json::Value, Atte
             "quote": base64::engine::general_purpose::STANDARD.encode(raw),
             "cc_eventlog": null,
         })),
-        // Trustee's SNP shape is the parsed report as JSON plus the VCEK
-        // chain; the agent does not build it yet.
-        TeeKind::Snp => Err(AttesterError(
-            "SNP evidence for the KBS (Trustee's attestation_report JSON) is not built by the agent yet".into(),
+        // Trustee's SNP shape: the report's fields as JSON, plus the
+        // certificates. The attester gives the bare report (configfs-tsm
+        // outblob or /dev/sev-guest), not the host's certificate table, so
+        // `cert_chain` is null and the KBS takes the VCEK from its collateral.
+        TeeKind::Snp => {
+            use cloister_tee::snp_evidence::SnpEvidence;
+            let ev = SnpEvidence::from_raw(raw, None)
+                .map_err(|e| AttesterError(format!("SNP evidence for the KBS: {e}")))?;
+            serde_json::to_value(ev)
+                .map_err(|e| AttesterError(format!("SNP evidence for the KBS: {e}")))
+        }
+        TeeKind::None => Err(AttesterError(
+            "a guest without a TEE has no evidence".into(),
         )),
-        TeeKind::None => Err(AttesterError("a guest without a TEE has no evidence".into())),
     }
 }
 
@@ -299,9 +307,47 @@ mod tests {
             evidence_json(TeeKind::Tdx, &[0xff]).unwrap(),
             serde_json::json!({"quote": "/w==", "cc_eventlog": null})
         );
-        assert!(evidence_json(TeeKind::Snp, &[0]).is_err());
+        let e = evidence_json(TeeKind::Snp, &[0]).unwrap_err();
+        assert!(e.0.contains("1 bytes, expected 1184"), "{}", e.0);
         assert_eq!(kbs_tee(TeeKind::None), None);
         assert_eq!(kbs_tee(TeeKind::Sim), Some(Tee::Cca));
+    }
+
+    /// SNP: Trustee's `{"attestation_report", "cert_chain"}` from a real raw
+    /// report (Trustee's test-report.bin, attestation/testdata/snp/SOURCES.md).
+    /// That the verifier rebuilds the same bytes from it is tested where
+    /// both sides are (cloister-attestation's snp_vectors).
+    #[test]
+    fn snp_evidence_is_trustees_report_json() {
+        let raw = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../attestation/testdata/snp/trustee-test-report.bin"
+        ))
+        .unwrap();
+        let v = evidence_json(TeeKind::Snp, &raw).unwrap();
+        let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["attestation_report", "cert_chain"]);
+        assert_eq!(v["cert_chain"], serde_json::Value::Null);
+        let r = &v["attestation_report"];
+        assert_eq!(r["version"], 2);
+        assert_eq!(r["guest_svn"], 4);
+        assert_eq!(r["policy"], 0x3001f);
+        let measurement = r["measurement"].as_array().unwrap();
+        assert_eq!(measurement.len(), 48);
+        assert_eq!(measurement[..4], [0xa1, 0xf3, 0x93, 0x04]);
+        assert_eq!(r["report_data"].as_array().unwrap().len(), 64);
+        assert_eq!(
+            r["reported_tcb"],
+            serde_json::json!({"fmc": null, "bootloader": 3, "tee": 0, "snp": 8, "microcode": 115})
+        );
+        assert_eq!(
+            r["cpuid_fam_id"],
+            serde_json::Value::Null,
+            "v2 has no CPUID"
+        );
+        assert!(r["current"]["major"].is_u64());
+        assert_eq!(r["signature"]["r"].as_array().unwrap().len(), 72);
+        assert_eq!(r["signature"]["s"].as_array().unwrap().len(), 72);
     }
 
     /// A failed fetch is not cached and names the resource.

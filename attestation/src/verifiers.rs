@@ -11,11 +11,13 @@ use crate::appraisal::{EvidenceVerifier, VerifiedEvidence, VerifyContext};
 use crate::{snp, tdx, Category, Check, Error, TeeKind};
 
 /// SEV-SNP evidence: a raw attestation report (certificates from the
-/// collateral directory) or Trustee's SNP evidence JSON.
+/// collateral directory) or Trustee's SNP evidence JSON (certificates from
+/// its `cert_chain`, or from the collateral directory when it has none).
 #[derive(Clone, Debug)]
 pub struct SnpEvidenceVerifier {
     pub verifier: snp::SnpVerifier,
-    /// VCEK/VLEK/ASK/ARK certificates (DER or PEM) used with raw reports.
+    /// VCEK/VLEK/ASK/ARK certificates (DER or PEM) used with raw reports
+    /// and with JSON evidence that carries none (`cert_chain` null or empty).
     pub certs: Vec<Vec<u8>>,
     /// Files of the collateral directory that were not taken, with the reason.
     pub skipped: Vec<(std::path::PathBuf, String)>,
@@ -185,7 +187,12 @@ impl EvidenceVerifier for SnpEvidenceVerifier {
             source: Box::new(e),
         };
         let (report, certs) = if evidence.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
-            snp::from_trustee_json(evidence).map_err(unusable)?
+            // A guest without the host's certificates sends `cert_chain:
+            // null`: its VCEK then comes from the collateral directory.
+            match snp::from_trustee_json(evidence).map_err(unusable)? {
+                (report, certs) if certs.is_empty() => (report, self.certs.clone()),
+                given => given,
+            }
         } else {
             (evidence.to_vec(), self.certs.clone())
         };

@@ -500,6 +500,50 @@ fn trustee_json_refuses_bad_input_with_a_reason_instead_of_truncating() {
     assert!(e.contains("attestation_report"), "{e}");
 }
 
+/// What the guest agent sends (cloister-tee-types' `SnpEvidence::from_raw`
+/// of its raw report, serialised) is what this verifier reads back: every
+/// raw vector survives the JSON byte for byte, and still verifies through it.
+#[test]
+fn guest_built_json_evidence_rebuilds_the_raw_report_and_verifies() {
+    use cloister_tee_types::snp_evidence::{CertTableEntry, CertType, SnpEvidence};
+    for (report, cert, cert_type) in [
+        (
+            "trustee-test-report.bin",
+            "trustee-test-vcek.der",
+            CertType::Vcek,
+        ),
+        (
+            "trustee-test-vlek-report.bin",
+            "trustee-test-vlek.der",
+            CertType::Vlek,
+        ),
+        (
+            "virtee-sev-report_milan.bin",
+            "virtee-sev-vcek_milan.der",
+            CertType::Vcek,
+        ),
+    ] {
+        let raw = td(report);
+        // As the agent sends it today: no certificates (`cert_chain: null`).
+        let json = serde_json::to_vec(&SnpEvidence::from_raw(&raw, None).unwrap()).unwrap();
+        let (back, certs) = from_trustee_json(&json).unwrap();
+        assert!(back == raw, "{report}: the rebuilt report differs");
+        assert!(certs.is_empty());
+        // With the certificate table's VCEK/VLEK.
+        let chain = vec![CertTableEntry {
+            cert_type,
+            data: td(cert),
+        }];
+        let ev = SnpEvidence::from_raw(&raw, Some(chain)).unwrap();
+        let (back, certs) = from_trustee_json(&serde_json::to_vec(&ev).unwrap()).unwrap();
+        assert!(back == raw, "{report}: the rebuilt report differs");
+        assert_eq!(certs, [td(cert)]);
+        verifier()
+            .verify_evidence(&back, &certs, JUNE_2025)
+            .unwrap_or_else(|e| panic!("{report}: {e}"));
+    }
+}
+
 #[test]
 fn cert_table_is_parsed() {
     // Build a table: VCEK entry + terminator.

@@ -125,3 +125,31 @@ fn a_report_at_vmpl_above_zero_is_contraindicated() {
     assert_eq!(a.trust_vector["configuration"], 96);
     assert_eq!(a.trust_vector["runtime-opaque"], 96);
 }
+
+/// Trustee JSON evidence as the guest agent sends it without the host's
+/// certificates (`cert_chain: null`): the VCEK comes from the collateral
+/// directory; without one the evidence is unusable, naming the VCEK.
+#[test]
+fn json_evidence_without_a_cert_chain_takes_the_vcek_from_the_collateral_dir() {
+    use cloister_tee_types::snp_evidence::SnpEvidence;
+    let report = td("snp", "virtee-sev-report_milan.bin");
+    let json = serde_json::to_vec(&SnpEvidence::from_raw(&report, None).unwrap()).unwrap();
+    let v = backend_with(&["virtee-sev-vcek_milan.der"], "{}");
+    let a = v
+        .appraise(TeeKind::Snp, &json, None, None, JUNE_2025)
+        .unwrap();
+    for claim in ["snp endorsement chain", "snp report signature"] {
+        let c = a.checks.iter().find(|c| c.claim == claim).unwrap();
+        assert!(c.ok, "{c:?}");
+    }
+    let bare = Verifier::new(VerifierConfig::default())
+        .unwrap()
+        .with_verifier(
+            TeeKind::Snp,
+            Arc::new(SnpEvidenceVerifier::new(None).unwrap()),
+        );
+    let e = bare
+        .appraise(TeeKind::Snp, &json, None, None, JUNE_2025)
+        .unwrap_err();
+    assert!(e.to_string().contains("no VCEK certificate given"), "{e}");
+}

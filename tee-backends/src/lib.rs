@@ -18,6 +18,8 @@ pub mod host;
 pub mod initdata;
 pub mod simproto;
 
+/// Trustee's SNP evidence JSON, which the agent builds from the raw report.
+pub use cloister_tee_types::snp_evidence;
 pub use cloister_tee_types::{NoEvidence, TeeKind, UnknownTee};
 pub use guest::{detect, AttestError, Attester};
 

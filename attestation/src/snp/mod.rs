@@ -16,6 +16,7 @@ mod report;
 
 use std::sync::OnceLock;
 
+use cloister_tee_types::snp_evidence;
 use serde::Serialize;
 
 pub use certs::TrustStore;
@@ -534,258 +535,33 @@ pub fn verify(
     }
 }
 
-const GUID_VCEK: &str = "63da758d-e664-4564-adc5-f4b93be8accd";
-const GUID_VLEK: &str = "a8074bc2-a25a-483e-aae6-39c045a0b8a1";
-const GUID_ASK: &str = "4ab7b379-bbac-4fe4-a02f-05aef327c782";
-const GUID_ARK: &str = "c0b406a4-a803-4952-9743-3fb6014cd0ae";
-
-fn guid_string(b: &[u8]) -> String {
-    // GUIDs are stored little-endian in the first three fields.
-    format!(
-        "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{}-{}",
-        b[3],
-        b[2],
-        b[1],
-        b[0],
-        b[5],
-        b[4],
-        b[7],
-        b[6],
-        hex::encode(&b[8..10]),
-        hex::encode(&b[10..16])
-    )
-}
-
 /// Parse the certificate table of an extended report (the configfs-tsm
 /// `auxblob`): 24-byte entries `{GUID, offset u32, length u32}` ended by an
 /// all-zero entry, offsets relative to the table start. Returns the VCEK,
 /// VLEK, ASK and ARK certificates found (DER); unknown GUIDs are skipped.
+/// (The parser is [`cloister_tee_types::snp_evidence::parse_cert_table`],
+/// which the guest shares.)
 pub fn parse_cert_table(table: &[u8]) -> Result<Vec<Vec<u8>>, SnpError> {
-    let bad = |reason: String| SnpError::Certificate {
+    let entries = snp_evidence::parse_cert_table(table).map_err(|e| SnpError::Certificate {
         what: "table".into(),
-        reason,
-    };
-    let mut out = Vec::new();
-    let mut pos = 0usize;
-    loop {
-        let e = table.get(pos..pos + 24).ok_or_else(|| {
-            bad(format!(
-                "entry at {pos} is truncated (no all-zero terminator)"
-            ))
-        })?;
-        if e.iter().all(|&b| b == 0) {
-            break;
-        }
-        let guid = guid_string(&e[..16]);
-        let off = u32::from_le_bytes([e[16], e[17], e[18], e[19]]) as usize;
-        let len = u32::from_le_bytes([e[20], e[21], e[22], e[23]]) as usize;
-        let data = off
-            .checked_add(len)
-            .and_then(|end| table.get(off..end))
-            .ok_or_else(|| {
-                bad(format!(
-                    "entry {guid} at {off}+{len} is outside the {}-byte table",
-                    table.len()
-                ))
-            })?;
-        if [GUID_VCEK, GUID_VLEK, GUID_ASK, GUID_ARK].contains(&guid.as_str()) {
-            out.push(data.to_vec());
-        }
-        pos += 24;
-    }
-    Ok(out)
-}
-
-/// A TCB_VERSION as Trustee's SNP attester writes it (`fmc` null or absent
-/// before Turin).
-#[derive(Debug, Clone, Copy, serde::Deserialize)]
-struct TrusteeTcb {
-    #[serde(default)]
-    fmc: Option<u8>,
-    bootloader: u8,
-    tee: u8,
-    snp: u8,
-    microcode: u8,
-}
-
-impl TrusteeTcb {
-    /// The 64-bit TCB_VERSION: Turin layout when `fmc` is present.
-    fn raw(self) -> u64 {
-        u64::from_le_bytes(match self.fmc {
-            Some(fmc) => [
-                fmc,
-                self.bootloader,
-                self.tee,
-                self.snp,
-                0,
-                0,
-                0,
-                self.microcode,
-            ],
-            None => [
-                self.bootloader,
-                self.tee,
-                0,
-                0,
-                0,
-                0,
-                self.snp,
-                self.microcode,
-            ],
-        })
-    }
-}
-
-/// A firmware version `{major, minor, build}`.
-#[derive(Debug, Clone, Copy, serde::Deserialize)]
-struct TrusteeVersion {
-    major: u8,
-    minor: u8,
-    build: u8,
-}
-
-#[derive(Debug, serde::Deserialize)]
-struct TrusteeSignature {
-    r: Vec<u8>,
-    s: Vec<u8>,
-}
-
-/// `attestation_report` as Trustee's SNP attester serialises the report
-/// (byte strings as arrays of numbers). Fields are typed: a number out of
-/// range, a missing field or a wrong length is refused with the field name,
-/// never truncated or zero-filled.
-#[derive(Debug, serde::Deserialize)]
-struct TrusteeReport {
-    version: u32,
-    guest_svn: u32,
-    policy: u64,
-    family_id: Vec<u8>,
-    image_id: Vec<u8>,
-    vmpl: u32,
-    sig_algo: u32,
-    current_tcb: TrusteeTcb,
-    plat_info: u64,
-    key_info: u32,
-    report_data: Vec<u8>,
-    measurement: Vec<u8>,
-    host_data: Vec<u8>,
-    id_key_digest: Vec<u8>,
-    author_key_digest: Vec<u8>,
-    report_id: Vec<u8>,
-    report_id_ma: Vec<u8>,
-    reported_tcb: TrusteeTcb,
-    #[serde(default)]
-    cpuid_fam_id: Option<u8>,
-    #[serde(default)]
-    cpuid_mod_id: Option<u8>,
-    #[serde(default)]
-    cpuid_step: Option<u8>,
-    chip_id: Vec<u8>,
-    committed_tcb: TrusteeTcb,
-    #[serde(default)]
-    current: Option<TrusteeVersion>,
-    #[serde(default)]
-    committed: Option<TrusteeVersion>,
-    launch_tcb: TrusteeTcb,
-    #[serde(default)]
-    launch_mit_vector: Option<u64>,
-    #[serde(default)]
-    current_mit_vector: Option<u64>,
-    signature: TrusteeSignature,
-}
-
-#[derive(Debug, serde::Deserialize)]
-struct TrusteeCert {
-    data: Vec<u8>,
-}
-
-#[derive(Debug, serde::Deserialize)]
-struct TrusteeEvidence {
-    attestation_report: TrusteeReport,
-    #[serde(default)]
-    cert_chain: Option<Vec<TrusteeCert>>,
+        reason: match e {
+            snp_evidence::SnpEvidenceError::CertTable(reason) => reason,
+            other => other.to_string(),
+        },
+    })?;
+    Ok(entries.into_iter().map(|c| c.data).collect())
 }
 
 /// Evidence as Trustee's SNP attester sends it:
 /// `{"attestation_report": {…}, "cert_chain": [{"cert_type": "VCEK", "data": […]}]}`.
 /// Decoded into typed fields (refusing out-of-range numbers and wrong
 /// lengths by name) and laid out as the raw report per the ABI; returned
-/// with the certificates.
+/// with the certificates. The shape and layout are
+/// [`cloister_tee_types::snp_evidence`], which the guest builds its
+/// evidence with.
 pub fn from_trustee_json(json: &[u8]) -> Result<(Vec<u8>, Vec<Vec<u8>>), SnpError> {
     let j = |reason: String| SnpError::Report(ReportError::Json(reason));
-    let ev: TrusteeEvidence = serde_json::from_slice(json).map_err(|e| j(e.to_string()))?;
-    let r = &ev.attestation_report;
-    let mut b = vec![0u8; REPORT_LEN];
-    let mut put = |off: usize, k: &str, src: &[u8], n: usize| -> Result<(), SnpError> {
-        if src.len() != n {
-            return Err(j(format!("{k}: {} bytes, expected {n}", src.len())));
-        }
-        b[off..off + n].copy_from_slice(src);
-        Ok(())
-    };
-    put(0x00, "version", &r.version.to_le_bytes(), 4)?;
-    put(0x04, "guest_svn", &r.guest_svn.to_le_bytes(), 4)?;
-    put(0x08, "policy", &r.policy.to_le_bytes(), 8)?;
-    put(0x10, "family_id", &r.family_id, 16)?;
-    put(0x20, "image_id", &r.image_id, 16)?;
-    put(0x30, "vmpl", &r.vmpl.to_le_bytes(), 4)?;
-    put(0x34, "sig_algo", &r.sig_algo.to_le_bytes(), 4)?;
-    put(0x38, "current_tcb", &r.current_tcb.raw().to_le_bytes(), 8)?;
-    put(0x40, "plat_info", &r.plat_info.to_le_bytes(), 8)?;
-    put(0x48, "key_info", &r.key_info.to_le_bytes(), 4)?;
-    put(0x50, "report_data", &r.report_data, 64)?;
-    put(0x90, "measurement", &r.measurement, 48)?;
-    put(0xC0, "host_data", &r.host_data, 32)?;
-    put(0xE0, "id_key_digest", &r.id_key_digest, 48)?;
-    put(0x110, "author_key_digest", &r.author_key_digest, 48)?;
-    put(0x140, "report_id", &r.report_id, 32)?;
-    put(0x160, "report_id_ma", &r.report_id_ma, 32)?;
-    put(
-        0x180,
-        "reported_tcb",
-        &r.reported_tcb.raw().to_le_bytes(),
-        8,
-    )?;
-    for (k, off, v) in [
-        ("cpuid_fam_id", 0x188, r.cpuid_fam_id),
-        ("cpuid_mod_id", 0x189, r.cpuid_mod_id),
-        ("cpuid_step", 0x18A, r.cpuid_step),
-    ] {
-        if let Some(x) = v {
-            put(off, k, &[x], 1)?;
-        }
-    }
-    put(0x1A0, "chip_id", &r.chip_id, 64)?;
-    put(
-        0x1E0,
-        "committed_tcb",
-        &r.committed_tcb.raw().to_le_bytes(),
-        8,
-    )?;
-    for (k, off, v) in [
-        ("current", 0x1E8, r.current),
-        ("committed", 0x1EC, r.committed),
-    ] {
-        if let Some(v) = v {
-            put(off, k, &[v.build, v.minor, v.major], 3)?;
-        }
-    }
-    put(0x1F0, "launch_tcb", &r.launch_tcb.raw().to_le_bytes(), 8)?;
-    for (k, off, v) in [
-        ("launch_mit_vector", 0x1F8, r.launch_mit_vector),
-        ("current_mit_vector", 0x200, r.current_mit_vector),
-    ] {
-        if let Some(x) = v {
-            put(off, k, &x.to_le_bytes(), 8)?;
-        }
-    }
-    put(0x2A0, "signature.r", &r.signature.r, 72)?;
-    put(0x2A0 + 72, "signature.s", &r.signature.s, 72)?;
-    let certs = ev
-        .cert_chain
-        .unwrap_or_default()
-        .into_iter()
-        .map(|c| c.data)
-        .collect();
-    Ok((b, certs))
+    let ev: snp_evidence::SnpEvidence =
+        serde_json::from_slice(json).map_err(|e| j(e.to_string()))?;
+    ev.to_raw().map_err(|e| j(e.to_string()))
 }

@@ -8,6 +8,11 @@
 //!
 //! The KBS protocol's own `kbs_types::Tee` is a wire type with many more
 //! kinds; the KBS and the agent convert to and from it exhaustively.
+//!
+//! [`snp_evidence`] is Trustee's SEV-SNP evidence JSON, which the guest
+//! agent builds from its raw report and the verifier reads back.
+
+pub mod snp_evidence;
 
 use std::fmt;
 use std::str::FromStr;
