@@ -60,8 +60,12 @@ fn collateral_dir_takes_certificates_and_skips_the_rest() {
 }
 
 fn backend_with(certs: &[&str], rv: &str) -> Verifier {
+    // One dir per call: tests run in parallel, and two with the same
+    // certificates must not remove each other's dir.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let dir = std::env::temp_dir().join(format!(
-        "cloister-snp-backend-{}-{}",
+        "cloister-snp-backend-{}-{n}-{}",
         std::process::id(),
         certs.join("-")
     ));
