@@ -18,16 +18,19 @@ use ciborium::value::Value;
 use crate::initdata::{hex, InitdataDigest};
 use crate::TeeKind;
 
-/// SNP report field offsets (SEV-SNP ABI spec, Table "ATTESTATION_REPORT").
+/// SNP report field offsets, from the one layout table
+/// (`cloister_tee_types::snp_evidence`, SEV-SNP ABI "ATTESTATION_REPORT").
 pub mod snp_layout {
+    use cloister_tee_types::snp_evidence::field;
+
     /// Size of an attestation report.
-    pub const REPORT_LEN: usize = 0x4A0;
+    pub const REPORT_LEN: usize = cloister_tee_types::snp_evidence::REPORT_LEN;
     /// REPORT_DATA, 64 bytes.
-    pub const REPORT_DATA: usize = 0x50;
+    pub const REPORT_DATA: usize = field::REPORT_DATA.offset;
     /// MEASUREMENT, 48 bytes.
-    pub const MEASUREMENT: usize = 0x90;
+    pub const MEASUREMENT: usize = field::MEASUREMENT.offset;
     /// HOST_DATA, 32 bytes.
-    pub const HOST_DATA: usize = 0xC0;
+    pub const HOST_DATA: usize = field::HOST_DATA.offset;
 }
 
 /// TDX quote offsets (Intel TDX DCAP Quote Generation Library, quote v4/v5).
